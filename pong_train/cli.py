@@ -1,0 +1,202 @@
+"""The `pong-train` command line: training by default (the article's flags), subcommands for the rest."""
+
+from __future__ import annotations
+
+import math
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import click
+from click.core import ParameterSource
+
+from pong_train import __version__, config as cfg
+from pong_train.atari import validate_env_id
+from pong_train.errors import UsageError
+from pong_train.job import Job
+from pong_train.metrics import validate_stop
+from pong_train.plugins import backends, distribution_of, get_plugin_manager
+
+EXAMPLES = """\b
+Examples:
+  pong-train --preset smoke                       a quick run on this machine
+  pong-train --run IMPALA --env PongNoFrameskip-v4 \\
+      --config '{"num_gpus": 0, "num_workers": 3}' \\
+      --stop '{"episode_reward_mean": 18, "time_total_s": 3600}'
+  pong-train --preset smoke --ray-address 127.0.0.1:6379
+  pong-train backends                             list the installed backends
+"""
+
+
+def _train_args(ctx: click.Context) -> list[str]:
+    """The core training options exactly as given on the command line."""
+    args: list[str] = []
+    for param in ctx.command.params:
+        if getattr(param, "pong_train_plugin", None) or not isinstance(param, click.Option):
+            continue
+        if ctx.get_parameter_source(param.name) != ParameterSource.COMMANDLINE:
+            continue
+        value = ctx.params[param.name]
+        if not param.is_flag:
+            args += [param.opts[0], str(value)]
+        elif value:
+            args.append(param.opts[0])
+    return args
+
+
+def _stop_criteria(stop_json: str | None, file_stop: Any, preset: dict[str, Any]) -> dict[str, float]:
+    if stop_json is not None:
+        return validate_stop(cfg.parse_json_arg(stop_json, "--stop"))
+    if file_stop is not None:
+        if not isinstance(file_stop, dict):
+            raise UsageError("--config-file: 'stop' must be a mapping of metric name to threshold")
+        return validate_stop(file_stop)
+    return validate_stop(preset.get("stop", cfg.DEFAULT_STOP))
+
+
+def build_job(ctx: click.Context, pm: Any, params: dict[str, Any], plugin_options: dict[str, Any]) -> Job:
+    """Resolve defaults < preset < config file < --config into a validated Job, printing a note per translated key."""
+    preset = cfg.PRESETS[params["preset"] or "default"]
+    notes: list[str] = []
+    layers = [cfg.translate(preset.get("config", {}), f"preset {params['preset']}", notes)]
+    file_stop = None
+    if params["config_file"] is not None:
+        data = cfg.load_config_file(params["config_file"])
+        file_stop = data.pop("stop", None)
+        layers.append(cfg.translate(data, f"--config-file {params['config_file']}", notes))
+    if params["config_json"] is not None:
+        layers.append(cfg.translate(cfg.parse_json_arg(params["config_json"], "--config"), "--config", notes))
+    train_config = cfg.build_config(layers)
+    stop = _stop_criteria(params["stop_json"], file_stop, preset)
+    validate_env_id(params["env"])
+    checkpoint_freq = params["checkpoint_freq"]
+    if checkpoint_freq is None:
+        # About five minutes of work between checkpoints.
+        checkpoint_freq = preset.get("checkpoint_freq", math.ceil(300 / max(train_config.min_time_s_per_iteration, 1)))
+    return Job(
+        backend=params["backend"],
+        run=params["run"],
+        env=params["env"],
+        config=train_config,
+        stop=stop,
+        storage_path=params["storage_path"],
+        ray_address=params["ray_address"],
+        checkpoint_freq=checkpoint_freq,
+        checkpoint_keep=params["checkpoint_keep"],
+        name=params["name"],
+        dashboard=params["dashboard"],
+        debug=params["debug"],
+        train_args=_train_args(ctx),
+        options=plugin_options,
+        notes=notes,
+        hook=pm.hook,
+    )
+
+
+def build_cli(pm: Any) -> click.Group:
+    known = backends(pm)
+
+    @click.group(
+        invoke_without_command=True,
+        epilog=EXAMPLES,
+        context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    )
+    @click.option("--run", default="IMPALA", show_default=True, type=click.Choice(["IMPALA"], case_sensitive=False),
+                  help="RLlib algorithm.")
+    @click.option("--env", default="PongNoFrameskip-v4", show_default=True,
+                  help="ALE environment id (PongNoFrameskip-v4, ALE/Pong-v5, any ALE game).")
+    @click.option("--config", "config_json", metavar="JSON",
+                  help="Training settings as JSON; the article's RLlib 0.8.3 keys are translated.")
+    @click.option("--config-file", type=click.Path(path_type=Path, dir_okay=False),
+                  help="YAML or JSON file with the same keys as --config (and an optional 'stop').")
+    @click.option("--stop", "stop_json", metavar="JSON",
+                  help='Stop criteria as JSON, e.g. \'{"episode_reward_mean": 18, "time_total_s": 3600}\'.')
+    @click.option("--preset", type=click.Choice([p for p in cfg.PRESETS if p != "default"]),
+                  help="Named starting settings: smoke (a quick run), seed (the article's settings).")
+    @click.option("--backend", default="local", show_default=True, type=click.Choice(sorted(known)),
+                  help="Where the job runs and where its metrics go.")
+    @click.option("--ray-address", metavar="HOST:PORT", help="Join this Ray cluster instead of starting one.")
+    @click.option("--storage-path", default=Path("runs"), show_default=True, type=click.Path(path_type=Path),
+                  help="Folder that receives the run directory.")
+    @click.option("--checkpoint-freq", type=click.IntRange(min=0),
+                  help="Checkpoint every N iterations [default: about every 5 minutes].")
+    @click.option("--checkpoint-keep", default=3, show_default=True, type=click.IntRange(min=1),
+                  help="Checkpoints kept (the latest ones).")
+    @click.option("--name", help="Experiment name; the run directory is NAME_<timestamp>.")
+    @click.option("--dashboard", is_flag=True, help="Start Ray's dashboard on 127.0.0.1 (embedded cluster).")
+    @click.option("--debug", is_flag=True, help="Show tracebacks and Ray's own logs.")
+    @click.version_option(__version__, "--version", prog_name="pong-train")
+    @click.pass_context
+    def cli(ctx: click.Context, **params: Any) -> int | None:
+        """Train an IMPALA agent on Atari Pong with Ray RLlib.
+
+        With no subcommand, trains: on an embedded Ray cluster (default), an existing one
+        (--ray-address), or wherever --backend sends the job.
+        """
+        if ctx.invoked_subcommand is not None:
+            return None
+        plugin_names = {p.name for p in ctx.command.params if getattr(p, "pong_train_plugin", None)}
+        core = {k: v for k, v in params.items() if k not in plugin_names}
+        options = {k: v for k, v in params.items() if k in plugin_names}
+        job = build_job(ctx, pm, core, options)
+        status = pm.hook.pong_train_launch(job=job)
+        if status is None:
+            raise UsageError(f"no installed plugin launches backend '{job.backend}'")
+        return status
+
+    core_names = {opt for p in cli.params for opt in p.opts}
+    for plugin_name, options in _plugin_options(pm):
+        for option in options:
+            clash = core_names.intersection(option.opts)
+            if clash:
+                raise UsageError(f"plugin {plugin_name} adds option {sorted(clash)[0]}, which pong-train already has")
+            option.pong_train_plugin = plugin_name
+            option.help = f"[{plugin_name}] {option.help or ''}".strip()
+            cli.params.append(option)
+            core_names.update(option.opts)
+
+    @cli.command("backends")
+    def list_backends() -> None:
+        """List the installed backends: name, version and source distribution."""
+        rows = [("NAME", "VERSION", "DISTRIBUTION", "DESCRIPTION")]
+        for name, (backend, plugin) in sorted(known.items()):
+            dist, version = distribution_of(pm, plugin)
+            rows.append((name, version, dist, backend.description))
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        for row in rows:
+            click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[3])
+
+    return cli
+
+
+def _plugin_options(pm: Any) -> list[tuple[str, list[click.Option]]]:
+    return [(impl.plugin_name, impl.function() or []) for impl in pm.hook.pong_train_cli_options.get_hookimpls()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `pong-train` and `python -m pong_train`: bad input exits 2 with one line."""
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    try:
+        cli = build_cli(get_plugin_manager())
+        status = cli.main(args=argv, prog_name="pong-train", standalone_mode=False)
+        return status if isinstance(status, int) else 0
+    except click.exceptions.Exit as done:
+        return done.exit_code
+    except click.ClickException as err:
+        click.echo(f"pong-train: error: {err.format_message()} (see pong-train --help)", err=True)
+        return 2
+    except UsageError as err:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"pong-train: error: {err}", err=True)
+        return err.exit_code
+    except (KeyboardInterrupt, click.Abort):
+        click.echo("pong-train: interrupted", err=True)
+        return 130
+    except Exception as err:  # the last line of defence: no traceback unless asked for
+        if debug:
+            raise
+        click.echo(f"pong-train: internal error: {type(err).__name__}: {err} (rerun with --debug for details)", err=True)
+        return 1

@@ -1,0 +1,253 @@
+"""Training settings: one typed config, its presets, and the translation of the article's keys."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pong_train.errors import UsageError
+
+
+class TrainConfig(BaseModel):
+    """Everything that shapes training. Keys use RLlib 2.60's names; the article's old names are translated."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+
+    num_env_runners: Optional[int] = Field(default=None, ge=0)
+    """Env runner actors sampling in parallel (the article's `num_workers`). None: one per CPU of the
+    Ray cluster, minus one for the learner."""
+    num_envs_per_env_runner: int = Field(default=16, ge=1)
+    """Pong emulators each env runner steps as one batch."""
+    num_cpus_per_env_runner: float = Field(default=1, gt=0)
+    """CPUs Ray reserves for each env runner."""
+    rollout_fragment_length: int = Field(default=50, ge=1)
+    """Agent steps each env sends per sample (the article's `sample_batch_size`)."""
+    train_batch_size_per_learner: int = Field(default=500, ge=1)
+    """Agent steps per gradient update on each learner (the article's `train_batch_size`)."""
+    num_epochs: int = Field(default=1, ge=1)
+    """Passes over each train batch (the article's `num_sgd_iter`)."""
+    num_learners: int = Field(default=0, ge=0)
+    """Remote learner actors; 0 trains in the algorithm's own process."""
+    num_gpus_per_learner: float = Field(default=0, ge=0)
+    """GPUs per learner (the article's `num_gpus`); above 0 the learner trains on a GPU."""
+    num_gpu_loader_threads: int = Field(default=8, ge=1)
+    """Threads moving batches onto each learner's GPU (the article's `num_data_loader_buffers`)."""
+    lr: float = Field(default=0.0005, gt=0)
+    """Learning rate."""
+    gamma: float = Field(default=0.99, gt=0, le=1)
+    """Discount factor."""
+    entropy_coeff: float = Field(default=0.01, ge=0)
+    """Weight of the entropy bonus."""
+    vf_loss_coeff: float = Field(default=0.5, ge=0)
+    """Weight of the value-function loss."""
+    grad_clip: float = Field(default=40.0, gt=0)
+    """Global-norm gradient clipping."""
+    dim: int = Field(default=42, ge=10)
+    """Side of the square grayscale frame the network sees (the article's `model.dim`)."""
+    framestack: int = Field(default=4, ge=1)
+    """Frames stacked into one observation."""
+    frameskip: int = Field(default=4, ge=1)
+    """Emulator frames per agent step, max-pooled over the last two."""
+    conv_filters: Optional[list[tuple[int, int, int]]] = None
+    """CNN layers as [channels, kernel, stride]; None picks RLlib's stack for `dim` (42 or 84)."""
+    head_fcnet_hiddens: list[int] = Field(default_factory=list)
+    """Hidden layers of the policy and value heads."""
+    vf_share_layers: bool = True
+    """Policy and value function share the CNN."""
+    clip_rewards: bool = True
+    """Clip rewards to [-1, 1] for learning (reported returns stay unclipped)."""
+    min_time_s_per_iteration: float = Field(default=10, ge=0)
+    """Shortest training iteration in seconds; each iteration reports one result."""
+    restart_failed_env_runners: bool = True
+    """Replace an env runner that dies instead of failing the run."""
+    seed: Optional[int] = None
+    """Seed for the env runners and learners; None leaves runs random."""
+
+
+def field_names() -> list[str]:
+    return list(TrainConfig.model_fields)
+
+
+# The article's RLlib 0.8.3 keys, translated to the field that means the same today.
+# Each entry: old key -> (new key, value converter, why).
+LEGACY_KEYS: dict[str, tuple[str, Callable[[Any], Any], str]] = {
+    "num_workers": ("num_env_runners", lambda v: v, "workers are env runners"),
+    "num_envs_per_worker": ("num_envs_per_env_runner", lambda v: v, "workers are env runners"),
+    "num_cpus_per_worker": ("num_cpus_per_env_runner", lambda v: v, "workers are env runners"),
+    "sample_batch_size": ("rollout_fragment_length", lambda v: v, "renamed in Ray 0.8.5"),
+    "train_batch_size": ("train_batch_size_per_learner", lambda v: v, "batches are sized per learner"),
+    "num_sgd_iter": ("num_epochs", lambda v: v, "renamed in Ray 2.10"),
+    "num_gpus": ("num_gpus_per_learner", lambda v: v, "the learner owns the GPU"),
+    "num_data_loader_buffers": ("num_gpu_loader_threads", lambda v: v, "the learner's GPU loader"),
+    "min_iter_time_s": ("min_time_s_per_iteration", lambda v: v, "renamed in Ray 1.x"),
+    "model.dim": ("dim", lambda v: v, "frames are resized by the Atari preprocessing"),
+    "model.conv_filters": ("conv_filters", lambda v: v, "RLModule model config"),
+    "model.fcnet_hiddens": ("head_fcnet_hiddens", lambda v: v, "RLModule model config"),
+    "model.vf_share_layers": ("vf_share_layers", lambda v: v, "RLModule model config"),
+    "model.framestack": ("framestack", lambda v: 4 if v is True else 1 if v is False else v, "4 frames when true"),
+}
+
+# Old keys that mean nothing on RLlib's new API stack, and why.
+REJECTED_KEYS: dict[str, str] = {
+    "callbacks": "RLlib 2.60 takes callback classes, not a dict of functions; "
+    "observe results with a plugin's pong_train_result_loggers hook instead",
+    "env": "give the environment with --env",
+    "sample_async": "IMPALA's env runners always sample asynchronously now",
+    "replay_proportion": "IMPALA's replay buffer is gone from RLlib's new API stack",
+    "replay_buffer_num_slots": "IMPALA's replay buffer is gone from RLlib's new API stack",
+    "num_multi_gpu_tower_stacks": "multi-GPU towers are gone; use num_learners with num_gpus_per_learner",
+    "monitor": "gym's monitor is gone",
+    "eager": "pong-train always trains with torch",
+    "use_pytorch": "pong-train always trains with torch",
+    "model.use_lstm": "pong-train's Pong model has no LSTM",
+}
+
+FRAMEWORKS = {"torch"}
+
+
+def _flatten_model(raw: dict[str, Any]) -> dict[str, Any]:
+    flat = {k: v for k, v in raw.items() if k != "model"}
+    model = raw.get("model")
+    if model is not None:
+        if not isinstance(model, dict):
+            raise UsageError(f"config key 'model' must be a JSON object, got {json.dumps(model)}")
+        flat.update({f"model.{k}": v for k, v in model.items()})
+    return flat
+
+
+def _closest(key: str) -> str:
+    candidates = field_names() + list(LEGACY_KEYS)
+    match = difflib.get_close_matches(key, candidates, n=1, cutoff=0.5)
+    return f"; did you mean '{match[0]}'?" if match else f"; valid keys: {', '.join(field_names())}"
+
+
+def translate(raw: dict[str, Any], source: str, notes: list[str]) -> dict[str, Any]:
+    """Turn a user's config mapping (old or new names) into TrainConfig field values.
+
+    Translated keys add a one-line note to `notes`; meaningless and unknown keys raise UsageError.
+    """
+    if not isinstance(raw, dict):
+        raise UsageError(f"{source} must be a JSON object like '{{\"num_workers\": 1}}', got {json.dumps(raw)}")
+    out: dict[str, Any] = {}
+    for key, value in _flatten_model(raw).items():
+        if key == "framework":
+            if value not in FRAMEWORKS:
+                raise UsageError(f"{source}: framework {value!r} is not supported; pong-train trains with torch")
+            continue
+        if key in REJECTED_KEYS:
+            raise UsageError(f"{source}: key '{key}' has no meaning in Ray 2.60: {REJECTED_KEYS[key]}")
+        if key in LEGACY_KEYS:
+            new_key, convert, why = LEGACY_KEYS[key]
+            value = convert(value)
+            notes.append(f"{source}: {key}={json.dumps(value)} -> {new_key}={json.dumps(value)} ({why})")
+            key = new_key
+        if key not in TrainConfig.model_fields:
+            raise UsageError(f"{source}: unknown key '{key}'{_closest(key)}")
+        out[key] = value
+    return out
+
+
+def parse_json_arg(text: str, option: str) -> Any:
+    """Parse a JSON option value, also in the article's quoted form `'{"num_gpus": 1}'`."""
+    stripped = text.strip()
+    if len(stripped) >= 2 and stripped[0] == stripped[-1] == "'":
+        stripped = stripped[1:-1]
+    try:
+        value = json.loads(stripped)
+    except json.JSONDecodeError as err:
+        raise UsageError(f"{option} is not valid JSON ({err.msg} at column {err.colno}): {text}") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"{option} must be a JSON object like '{{\"key\": value}}', got: {text}")
+    return value
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Read a YAML or JSON config file: the same keys as --config, plus an optional `stop` mapping."""
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise UsageError(f"cannot read --config-file {path}: {err.strerror}") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        first = str(err).splitlines()[0]
+        raise UsageError(f"--config-file {path} is not valid {path.suffix.lstrip('.') or 'YAML'}: {first}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UsageError(f"--config-file {path} must hold a mapping of config keys")
+    return data
+
+
+# Presets: named starting points under the config file and command line.
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    # A laptop smoke run: one env keeps whole episodes short, so a real return arrives in seconds.
+    "smoke": {
+        "config": {
+            "num_env_runners": 1,
+            "num_envs_per_env_runner": 1,
+            "rollout_fragment_length": 50,
+            "train_batch_size_per_learner": 500,
+            "min_time_s_per_iteration": 2,
+        },
+        "stop": {"episodes_total": 2, "time_total_s": 100},
+        "checkpoint_freq": 0,
+    },
+    # The article's settings (Ray 0.8.3), translated to today's names.
+    "seed": {
+        "config": {
+            "num_gpus_per_learner": 1,
+            "num_env_runners": 13,
+            "rollout_fragment_length": 50,
+            "train_batch_size_per_learner": 1000,
+            "num_epochs": 2,
+            "num_gpu_loader_threads": 2,
+            "dim": 42,
+        },
+        "stop": {"episode_reward_mean": 18, "time_total_s": 3600},
+    },
+}
+
+DEFAULT_STOP = {"episode_reward_mean": 18.0}
+
+
+def build_config(layers: list[dict[str, Any]]) -> TrainConfig:
+    """Merge translated layers (later wins) into a validated TrainConfig."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged.update(layer)
+    try:
+        return TrainConfig(**merged)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise UsageError(f"config key '{where}': {first['msg']} (got {json.dumps(first.get('input'), default=str)})") from None
+
+
+def default_conv_filters(dim: int) -> list[list[int]]:
+    """RLlib's classic Atari CNN for 42- and 84-pixel frames."""
+    if dim == 42:
+        return [[16, 4, 2], [32, 4, 2], [256, 11, 1]]
+    if dim == 84:
+        return [[16, 8, 4], [32, 4, 2], [256, 11, 1]]
+    raise UsageError(f"dim={dim} needs explicit conv_filters (RLlib has default filters for dim 42 and 84)")
+
+
+def cpus_needed(config: TrainConfig, num_env_runners: int) -> float:
+    """CPUs one trial reserves: the algorithm's own process plus env runners and learners."""
+    return 1 + num_env_runners * config.num_cpus_per_env_runner + config.num_learners
+
+
+def gpus_needed(config: TrainConfig) -> float:
+    return config.num_gpus_per_learner * max(1, config.num_learners)
+
+
+def finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -1,0 +1,82 @@
+"""Every hook a pong-train plugin can implement, in the order they are called."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pong_train import hookspec
+
+if TYPE_CHECKING:
+    import click
+
+    from pong_train.job import Backend, Job, ResultLogger, Run
+
+
+@hookspec
+def pong_train_backends() -> list[Backend]:
+    """Declare the backends this plugin provides.
+
+    When: once per command, as soon as the plugin manager is built, before the command line
+    is parsed (the names become the choices of `--backend`, and `pong-train backends` lists them).
+    Process: the `pong-train` command's own process.
+
+    :return: a list of :class:`pong_train.job.Backend` (name and one-line description); an empty
+        list, or no implementation, for a plugin that only observes results.
+
+    All plugins are called; a name declared twice is an error.
+    """
+
+
+@hookspec
+def pong_train_cli_options() -> list[click.Option]:
+    """Add options to the training command line.
+
+    When: once per command, before the command line is parsed.
+    Process: the `pong-train` command's own process.
+
+    :return: a list of :class:`click.Option`. Their values reach the backend as
+        ``job.options[<parameter name>]``. Name options after the plugin (``--azureml-...``)
+        unless they are the plugin's main vocabulary; a clash with a core option is an error.
+        Options are listed in ``--help`` under the plugin's name.
+
+    All plugins are called.
+    """
+
+
+@hookspec(firstresult=True)
+def pong_train_launch(job: Job) -> int | None:
+    """Execute the job where this backend executes jobs.
+
+    When: once, after the command line and all training settings were validated (config keys,
+    stop criteria, env id), and before anything is written or any Ray cluster is touched.
+    Process: the `pong-train` command's own process; a backend that runs the job elsewhere
+    (a cloud cluster) submits it from here and may wait for it.
+
+    :param job: the resolved :class:`pong_train.job.Job`; ``job.backend`` is the name chosen with
+        ``--backend``. To train in this process, call
+        :func:`pong_train.training.run_training` with it.
+    :return: the exit status of the job, or None when ``job.backend`` is not one of this
+        plugin's backends.
+
+    Stops at the first non-None result: exactly one backend runs each job. Raise
+    :class:`pong_train.errors.UsageError` for bad input (one line, exit code 2).
+    """
+
+
+@hookspec
+def pong_train_result_loggers(run: Run) -> list[ResultLogger]:
+    """Hand out loggers that receive every training result of a run.
+
+    When: once per run, after the run directory was created and before the first training
+    iteration.
+    Process: the process that drives training (where :func:`pong_train.training.run_training`
+    runs: this machine for the local backend, the head node of the job for a cloud backend).
+
+    :param run: the :class:`pong_train.job.Run`: its job (``run.job.backend`` says which backend
+        runs it) and its run directory.
+    :return: a list of :class:`pong_train.job.ResultLogger`. A backend returns the loggers that
+        decide where its runs' metrics go, for its own runs only (check ``run.job.backend``);
+        a plugin that observes every run returns its loggers for any run.
+
+    All plugins are called and every logger receives every result.
+    """

@@ -1,0 +1,93 @@
+"""Bad input through the real command line: one line on stderr, exit 2, no traceback, nothing written."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from conftest import assert_one_line_error, run_cli, run_dirs
+
+ARTICLE_CONFIG = '{"num_gpus": 1, "num_workers": 13}'
+ARTICLE_STOP = '{"episode_reward_mean": 18, "time_total_s": 3600}'
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_article_command_line_is_refused_at_once_for_want_of_a_gpu(storage):
+    proc = run_cli("--run", "IMPALA", "--env", "PongNoFrameskip-v4", "--config", ARTICLE_CONFIG,
+                   "--stop", ARTICLE_STOP, "--storage-path", str(storage), timeout=60)
+    assert_one_line_error(proc, "GPU", '"num_gpus": 0')
+    assert not storage.exists()
+
+
+def test_article_quoted_strings_are_accepted_verbatim(storage):
+    # The estimator's script_params add a pair of single quotes around each JSON value.
+    proc = run_cli("--run", "IMPALA", "--env", "PongNoFrameskip-v4", "--config", f"'{ARTICLE_CONFIG}'",
+                   "--stop", f"'{ARTICLE_STOP}'", "--storage-path", str(storage), timeout=60)
+    assert_one_line_error(proc, "GPU")
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--config", '{"num_workers": 1'], ["--config", "not valid JSON"]),
+        (["--config", "[1, 2]"], ["--config", "JSON object"]),
+        (["--config", '{"num_workrs": 1}'], ["unknown key 'num_workrs'", "did you mean 'num_workers'"]),
+        (["--config", '{"callbacks": {"on_train_result": 1}}'], ["callbacks", "no meaning"]),
+        (["--config", '{"num_workers": -1}'], ["num_env_runners"]),
+        (["--stop", '{"episode_rewrd_mean": 18}'], ["episode_rewrd_mean", "did you mean 'episode_reward_mean'"]),
+        (["--stop", '{"episode_reward_mean": "x"}'], ["finite number"]),
+        (["--backend", "nowhere"], ["--backend", "nowhere"]),
+        (["--env", "PongNoFramesKip-v4"], ["not an Atari", "did you mean 'PongNoFrameskip-v4'"]),
+        (["--env", "CartPole-v1"], ["not an Atari"]),
+        (["--run", "PPO"], ["--run"]),
+        (["--config-file", "/nonexistent/train.yaml"], ["--config-file", "No such file"]),
+        (["--no-such-flag"], ["--no-such-flag"]),
+    ],
+)
+def test_bad_input_gets_one_line_and_exit_2(storage, args, fragments):
+    proc = run_cli(*args, "--storage-path", str(storage), timeout=60)
+    assert_one_line_error(proc, *fragments)
+    assert not storage.exists()
+
+
+def test_bad_config_file_content(storage, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("num_workers: [1\n")
+    assert_one_line_error(run_cli("--config-file", str(bad), "--storage-path", str(storage)), "not valid yaml")
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("sample_batch_size: 50\nnum_sdg_iter: 2\n")
+    assert_one_line_error(run_cli("--config-file", str(unknown), "--storage-path", str(storage)),
+                          "num_sdg_iter", "did you mean 'num_sgd_iter'")
+    assert not storage.exists()
+
+
+def test_unreachable_ray_address_fails_fast(storage):
+    proc = run_cli("--preset", "smoke", "--ray-address", f"127.0.0.1:{free_port()}", "--storage-path", str(storage),
+                   timeout=60)
+    assert_one_line_error(proc, "--ray-address", "no Ray cluster answers")
+    assert not storage.exists()
+
+
+@pytest.mark.parametrize("address", ["nonsense", "127.0.0.1:port"])
+def test_malformed_ray_address(storage, address):
+    assert_one_line_error(run_cli("--preset", "smoke", "--ray-address", address, "--storage-path", str(storage)),
+                          "HOST:PORT")
+
+
+def test_unwritable_storage_path(tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    assert_one_line_error(run_cli("--preset", "smoke", "--storage-path", str(a_file / "runs")), "is a file")
+    # /proc refuses new files even to root, like a read-only mount.
+    assert_one_line_error(run_cli("--preset", "smoke", "--storage-path", "/proc/pong-train-runs"), "cannot write")
+
+
+def test_debug_shows_the_traceback(storage):
+    proc = run_cli("--debug", "--config", '{"num_workrs": 1}', "--storage-path", str(storage))
+    assert proc.returncode == 2 and "Traceback" in proc.stderr and "num_workrs" in proc.stderr

@@ -1,0 +1,154 @@
+"""The config layer: the article's keys translated one by one into the real IMPALAConfig, precedence, rejects."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import pytest
+
+from pong_train import config as cfg
+from pong_train.cli import build_cli
+from pong_train.errors import UsageError
+from pong_train.job import Job
+from pong_train.plugins import get_plugin_manager
+from pong_train.training import impala_config
+
+ARTICLE_SCRIPT_CONFIG = {
+    "num_gpus": 1,
+    "num_workers": 13,
+    "sample_batch_size": 50,
+    "train_batch_size": 1000,
+    "num_sgd_iter": 2,
+    "num_data_loader_buffers": 2,
+    "model": {"dim": 42},
+}
+
+
+def job_for(**fields) -> Job:
+    return Job(backend="local", run="IMPALA", env="PongNoFrameskip-v4", config=cfg.TrainConfig(**fields),
+               stop={"episode_reward_mean": 18}, storage_path=Path("runs"))
+
+
+@pytest.mark.parametrize(
+    "old_key, value, new_key, impala_attr",
+    [
+        ("num_workers", 13, "num_env_runners", "num_env_runners"),
+        ("num_envs_per_worker", 4, "num_envs_per_env_runner", "num_envs_per_env_runner"),
+        ("num_cpus_per_worker", 2, "num_cpus_per_env_runner", "num_cpus_per_env_runner"),
+        ("sample_batch_size", 50, "rollout_fragment_length", "rollout_fragment_length"),
+        ("train_batch_size", 1000, "train_batch_size_per_learner", "train_batch_size_per_learner"),
+        ("num_sgd_iter", 2, "num_epochs", "num_epochs"),
+        ("num_gpus", 1, "num_gpus_per_learner", "num_gpus_per_learner"),
+        ("num_data_loader_buffers", 2, "num_gpu_loader_threads", "num_gpu_loader_threads"),
+        ("min_iter_time_s", 3, "min_time_s_per_iteration", "min_time_s_per_iteration"),
+    ],
+)
+def test_each_legacy_key_reaches_the_impala_config(old_key, value, new_key, impala_attr):
+    notes: list[str] = []
+    translated = cfg.translate({old_key: value}, "--config", notes)
+    assert translated == {new_key: value}
+    assert len(notes) == 1 and old_key in notes[0] and new_key in notes[0]
+    train_config = cfg.build_config([translated])
+    algo = impala_config(job_for(**train_config.model_dump()), train_config.num_env_runners or 1)
+    assert getattr(algo, impala_attr) == value
+
+
+def test_model_dim_reaches_the_env_and_picks_the_42_pixel_network():
+    translated = cfg.translate({"model": {"dim": 42}}, "--config", [])
+    algo = impala_config(job_for(**translated), 1)
+    assert algo.env_config["dim"] == 42
+    assert algo.model_config["conv_filters"] == [[16, 4, 2], [32, 4, 2], [256, 11, 1]]
+
+
+def test_the_article_script_config_translates_completely():
+    notes: list[str] = []
+    translated = cfg.translate(ARTICLE_SCRIPT_CONFIG, "config", notes)
+    assert len(notes) == len(ARTICLE_SCRIPT_CONFIG)
+    seed_preset = cfg.translate(cfg.PRESETS["seed"]["config"], "preset seed", [])
+    assert translated == seed_preset
+
+
+@pytest.mark.parametrize("key", ["callbacks", "sample_async", "replay_proportion", "env", "use_pytorch"])
+def test_keys_with_no_meaning_today_are_rejected_with_a_reason(key):
+    with pytest.raises(UsageError, match=f"'{key}' has no meaning in Ray 2.60: .+"):
+        cfg.translate({key: 1}, "--config", [])
+
+
+@pytest.mark.parametrize("typo, suggestion", [("num_workrs", "num_workers"), ("num_env_runner", "num_env_runners"),
+                                              ("entropy_coef", "entropy_coeff")])
+def test_unknown_keys_name_the_closest_valid_key(typo, suggestion):
+    with pytest.raises(UsageError, match=f"did you mean '{suggestion}'"):
+        cfg.translate({typo: 1}, "--config", [])
+
+
+def test_article_quoted_json_is_accepted_verbatim():
+    # The article's script_params wrap the JSON in an extra pair of single quotes.
+    assert cfg.parse_json_arg("'{\"num_gpus\": 1, \"num_workers\": 13}'", "--config") == {"num_gpus": 1, "num_workers": 13}
+    assert cfg.parse_json_arg('{"episode_reward_mean": 18, "time_total_s": 3600}', "--stop") == {
+        "episode_reward_mean": 18, "time_total_s": 3600}
+
+
+def resolve(args: list[str]) -> Job:
+    """Parse a command line with the real CLI and capture the Job instead of launching it."""
+    captured: list[Job] = []
+
+    class Capture:
+        from pong_train import hookimpl
+
+        @hookimpl(tryfirst=True)
+        def pong_train_launch(self, job):
+            captured.append(job)
+            return 0
+
+    cli = build_cli(get_plugin_manager(extra_plugins=[Capture()]))
+    cli.main(args=args, prog_name="pong-train", standalone_mode=False)
+    return captured[0]
+
+
+def test_precedence_command_line_over_file_over_preset_over_defaults(tmp_path):
+    config_file = tmp_path / "train.yaml"
+    config_file.write_text("num_workers: 3\nlr: 0.001\nnum_envs_per_env_runner: 8\nstop:\n  time_total_s: 60\n")
+    job = resolve(["--preset", "smoke", "--config-file", str(config_file), "--config", '{"lr": 0.002}'])
+    assert job.config.lr == 0.002  # command line beats the file
+    assert job.config.num_env_runners == 3  # the file beats the preset (smoke sets 1)
+    assert job.config.num_envs_per_env_runner == 8
+    assert job.config.rollout_fragment_length == 50  # preset value, untouched
+    assert job.config.gamma == cfg.TrainConfig().gamma  # default
+    assert job.stop == {"time_total_s": 60.0}  # the file's stop replaces the preset's
+    assert resolve(["--preset", "smoke", "--stop", '{"training_iteration": 3}']).stop == {"training_iteration": 3.0}
+    assert resolve([]).stop == cfg.DEFAULT_STOP
+
+
+def test_json_config_file_takes_the_same_keys(tmp_path):
+    config_file = tmp_path / "train.json"
+    config_file.write_text(json.dumps(ARTICLE_SCRIPT_CONFIG | {"num_gpus": 0}))
+    job = resolve(["--config-file", str(config_file)])
+    assert job.config.num_env_runners == 13 and job.config.num_epochs == 2 and job.config.dim == 42
+    assert len(job.notes) == len(ARTICLE_SCRIPT_CONFIG)
+
+
+def test_training_args_are_kept_exactly_as_given():
+    args = ["--run", "IMPALA", "--env", "PongNoFrameskip-v4", "--config", "{\"num_gpus\": 0}", "--stop",
+            "{\"time_total_s\": 5}", "--debug"]
+    assert resolve(args).train_args == args
+
+
+def test_seed_preset_is_the_article_translated():
+    job = resolve(["--preset", "seed"])
+    assert job.config.num_gpus_per_learner == 1 and job.config.num_env_runners == 13
+    assert job.config.train_batch_size_per_learner == 1000 and job.config.num_epochs == 2
+    assert job.stop == {"episode_reward_mean": 18.0, "time_total_s": 3600.0}
+
+
+def test_cli_rejects_plugin_option_clashing_with_core():
+    from pong_train import hookimpl
+
+    class Clash:
+        @hookimpl
+        def pong_train_cli_options(self):
+            return [click.Option(["--env"])]
+
+    with pytest.raises(UsageError, match="--env"):
+        build_cli(get_plugin_manager(extra_plugins=[Clash()]))
