@@ -16,7 +16,7 @@ from pong_train.atari import validate_env_id
 from pong_train.errors import UsageError
 from pong_train.job import Job
 from pong_train.metrics import validate_stop
-from pong_train.plugins import backends, distribution_of, get_plugin_manager
+from pong_train.plugins import backends, distribution_of, get_plugin_manager, results_by_plugin
 
 EXAMPLES = """\b
 Examples:
@@ -136,9 +136,14 @@ def build_cli(pm: Any) -> click.Group:
         """
         if ctx.invoked_subcommand is not None:
             return None
-        plugin_names = {p.name for p in ctx.command.params if getattr(p, "pong_train_plugin", None)}
-        core = {k: v for k, v in params.items() if k not in plugin_names}
-        options = {k: v for k, v in params.items() if k in plugin_names}
+        owners = {p.name: p.pong_train_plugin for p in ctx.command.params if getattr(p, "pong_train_plugin", None)}
+        core = {k: v for k, v in params.items() if k not in owners}
+        options = {k: v for k, v in params.items() if k in owners}
+        backend_plugin = known[core["backend"]][1]
+        for name, plugin_name in owners.items():
+            if plugin_name != backend_plugin and ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
+                flag = next(p.opts[0] for p in ctx.command.params if p.name == name)
+                raise UsageError(f"{flag} belongs to plugin {plugin_name}, not to backend '{core['backend']}'")
         job = build_job(ctx, pm, core, options)
         status = pm.hook.pong_train_launch(job=job)
         if status is None:
@@ -146,7 +151,7 @@ def build_cli(pm: Any) -> click.Group:
         return status
 
     core_names = {opt for p in cli.params for opt in p.opts}
-    for plugin_name, options in _plugin_options(pm):
+    for plugin_name, options in results_by_plugin(pm, "pong_train_cli_options"):
         for option in options:
             clash = core_names.intersection(option.opts)
             if clash:
@@ -156,22 +161,24 @@ def build_cli(pm: Any) -> click.Group:
             cli.params.append(option)
             core_names.update(option.opts)
 
+    for plugin_name, commands in results_by_plugin(pm, "pong_train_cli_commands"):
+        for command in commands:
+            if command.name in cli.commands or command.name == "backends":
+                raise UsageError(f"plugin {plugin_name} adds subcommand {command.name}, which already exists")
+            cli.add_command(command)
+
     @cli.command("backends")
     def list_backends() -> None:
         """List the installed backends: name, version and source distribution."""
         rows = [("NAME", "VERSION", "DISTRIBUTION", "DESCRIPTION")]
-        for name, (backend, plugin) in sorted(known.items()):
-            dist, version = distribution_of(pm, plugin)
+        for name, (backend, plugin_name) in sorted(known.items()):
+            dist, version = distribution_of(pm, plugin_name)
             rows.append((name, version, dist, backend.description))
         widths = [max(len(r[i]) for r in rows) for i in range(3)]
         for row in rows:
             click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[3])
 
     return cli
-
-
-def _plugin_options(pm: Any) -> list[tuple[str, list[click.Option]]]:
-    return [(impl.plugin_name, impl.function() or []) for impl in pm.hook.pong_train_cli_options.get_hookimpls()]
 
 
 def main(argv: list[str] | None = None) -> int:

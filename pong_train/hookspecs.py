@@ -43,6 +43,20 @@ def pong_train_cli_options() -> list[click.Option]:
     """
 
 
+@hookspec
+def pong_train_cli_commands() -> list[click.Command]:
+    """Add subcommands to `pong-train` (`pong-train azureml status JOB`, ...).
+
+    When: once per command, before the command line is parsed.
+    Process: the `pong-train` command's own process.
+
+    :return: a list of :class:`click.Command` (a :class:`click.Group` for several under one name).
+        A name that is already a subcommand is an error.
+
+    All plugins are called.
+    """
+
+
 @hookspec(firstresult=True)
 def pong_train_launch(job: Job) -> int | None:
     """Execute the job where this backend executes jobs.

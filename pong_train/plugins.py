@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable
 
 import pluggy
 
@@ -22,20 +22,25 @@ def get_plugin_manager(extra_plugins: Iterable[object] = ()) -> pluggy.PluginMan
     return pm
 
 
-def backends(pm: pluggy.PluginManager) -> dict[str, tuple[Backend, object]]:
-    """Backend name -> (its declaration, the plugin that declared it)."""
-    found: dict[str, tuple[Backend, object]] = {}
-    for impl in pm.hook.pong_train_backends.get_hookimpls():
-        for backend in impl.function() or []:
+def results_by_plugin(pm: pluggy.PluginManager, hook: str) -> list[tuple[str, list[Any]]]:
+    """(plugin name, its result) for each implementation of a collecting hook, to trace results to plugins."""
+    return [(impl.plugin_name, impl.function() or []) for impl in getattr(pm.hook, hook).get_hookimpls()]
+
+
+def backends(pm: pluggy.PluginManager) -> dict[str, tuple[Backend, str]]:
+    """Backend name -> (its declaration, the name of the plugin that declared it)."""
+    found: dict[str, tuple[Backend, str]] = {}
+    for plugin_name, declared in results_by_plugin(pm, "pong_train_backends"):
+        for backend in declared:
             if backend.name in found:
-                raise UsageError(f"backend '{backend.name}' is declared by two plugins: {impl.plugin_name} and another")
-            found[backend.name] = (backend, impl.plugin)
+                raise UsageError(f"backend '{backend.name}' is declared by two plugins: {plugin_name} and another")
+            found[backend.name] = (backend, plugin_name)
     return found
 
 
-def distribution_of(pm: pluggy.PluginManager, plugin: object) -> tuple[str, str]:
+def distribution_of(pm: pluggy.PluginManager, plugin_name: str) -> tuple[str, str]:
     """(distribution name, version) a plugin was installed with, or ('-', '-') when registered by hand."""
     for loaded, dist in pm.list_plugin_distinfo():
-        if loaded is plugin:
+        if pm.get_name(loaded) == plugin_name:
             return dist.project_name, dist.version
     return "-", "-"

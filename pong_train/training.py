@@ -284,7 +284,7 @@ def run_training(job: Job) -> int:
         loggers = [logger for found in job.hook.pong_train_result_loggers(run=run) for logger in found]
         stopper, forwarder = RunMonitor(run, loggers).tune_hooks()
         tuner = tune.Tuner(
-            job.run,
+            algo_config.algo_class,
             param_space=algo_config,
             run_config=tune.RunConfig(
                 name=run.run_dir.name,

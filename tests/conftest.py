@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -42,3 +44,32 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
 @pytest.fixture
 def storage(tmp_path: Path) -> Path:
     return tmp_path / "runs"
+
+
+CLUSTER_SCRIPT = """
+import json, sys
+from ray.cluster_utils import Cluster
+node_args = {"num_cpus": 1, "object_store_memory": 200 * 1024**2}
+cluster = Cluster(initialize_head=True, head_node_args={**node_args, "include_dashboard": False})
+for _ in range(2):
+    cluster.add_node(**node_args)
+cluster.wait_for_nodes()
+print(json.dumps({"address": cluster.address, "node_ids": [n.node_id for n in cluster.list_all_nodes()]}), flush=True)
+sys.stdin.read()  # runs until the test closes our stdin
+cluster.shutdown()
+"""
+
+
+@pytest.fixture(scope="module")
+def three_node_cluster():
+    """Three Ray nodes on this machine, 1 CPU each, in their own process (Ray reads its auth settings once)."""
+    # Ray 2.60 clusters authenticate with a token; every node and the driver must share it.
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    proc = subprocess.Popen([sys.executable, "-c", CLUSTER_SCRIPT], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True, env=env)
+    try:
+        info = json.loads(proc.stdout.readline())
+        yield {**info, "env": {k: env[k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}}
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=120)

@@ -46,6 +46,15 @@ def pong_train_cli_options():
 
 
 @hookimpl
+def pong_train_cli_commands():
+    @click.command("thirdparty-hello")
+    def hello():
+        """Say hello from the example plugin."""
+        click.echo("hello from thirdparty")
+    return [hello]
+
+
+@hookimpl
 def pong_train_launch(job):
     if job.backend != "thirdparty":
         return None
@@ -86,9 +95,11 @@ def test_backends_lists_builtin_and_third_party_with_version_and_distribution(th
     assert lines["thirdparty"][1:3] == ["9.9.9", "pong-train-thirdparty-example"]
 
 
-def test_plugin_options_show_in_help(third_party_site):
+def test_plugin_options_and_subcommands_show_in_help_and_run(third_party_site):
     proc = run_cli("--help", env=with_site(third_party_site))
-    assert "--thirdparty-tag" in proc.stdout and "thirdparty" in proc.stdout
+    assert "--thirdparty-tag" in proc.stdout and "thirdparty-hello" in proc.stdout
+    proc = run_cli("thirdparty-hello", env=with_site(third_party_site))
+    assert proc.returncode == 0 and proc.stdout.strip() == "hello from thirdparty"
 
 
 @pytest.mark.slow

@@ -1,0 +1,118 @@
+"""The azureml backend: the same entry point on an Azure ML cluster, metrics to the job's run.
+
+The Azure SDKs are imported inside the hooks, so discovery stays fast and works without them.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from pong_train import hookimpl
+from pong_train.errors import UsageError
+from pong_train.job import Backend, Job, ResultLogger, Run
+from pong_train_azureml.options import cli_options, parse_options
+
+NAME = "azureml"
+INSTALL_HINT = "pip install 'pong-train[azureml]' (from a clone: scripts/setup.sh azureml)"
+
+
+def require_sdk(*modules: str) -> None:
+    import importlib
+    import logging
+
+    # The SDK announces its experimental classes (RayDistribution) on every use, and chats at INFO.
+    logging.getLogger("azure.ai.ml._utils._experimental").setLevel(logging.ERROR)
+    logging.getLogger("azure").setLevel(logging.WARNING)
+
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise UsageError(f"the azureml backend needs the Azure SDKs, which are not installed: {INSTALL_HINT}") from None
+
+
+@hookimpl
+def pong_train_backends() -> list[Backend]:
+    return [Backend(NAME, "an Azure ML compute cluster: the same entry point, metrics to the job's run")]
+
+
+@hookimpl
+def pong_train_cli_options() -> list[click.Option]:
+    return cli_options()
+
+
+@hookimpl
+def pong_train_cli_commands() -> list[click.Command]:
+    from pong_train_azureml.commands import azureml_group
+
+    return [azureml_group]
+
+
+@hookimpl
+def pong_train_launch(job: Job) -> int | None:
+    if job.backend != NAME:
+        return None
+    opts = parse_options(job.options)
+    if opts.in_job:
+        require_sdk("mlflow", "azureml.mlflow")
+        from pong_train_azureml.in_job import run_in_job
+
+        return run_in_job(job, opts.in_job, opts.instance_count)
+    require_sdk("azure.ai.ml", "azure.identity", *(["azureml.core"] if opts.sdk == "v1" else []))
+    from pong_train.training import make_run_dir
+    from pong_train_azureml import service, spec
+
+    vm_size = opts.vm_size_for(job.config.num_gpus_per_learner > 0)
+    if opts.dry_run:
+        spec.check_gpu(job, vm_size, f"compute {opts.compute}")
+        for note in job.notes:
+            print(f"note: {note}", file=sys.stderr)
+        run_dir = make_run_dir(job)
+        written = spec.write_dry_run(job, opts, vm_size, run_dir / "azureml")
+        if opts.sdk == "v1":
+            print(f"note: {spec.V1_NOTICE}", file=sys.stderr)
+            print(f"v1 estimator run configuration: {written}")
+            return 0
+        workspace = f" --resource-group {opts.resource_group or '<resource-group>'} " \
+                    f"--workspace-name {opts.workspace or '<workspace>'}"
+        print(f"job spec: {written}")
+        print(f"submit it with: az ml job create --file {written}{workspace}")
+        return 0
+    if opts.sdk == "v1":
+        raise UsageError(f"{spec.V1_NOTICE}; use --dry-run to write its spec, or the default --azureml-sdk v2")
+    client = service.ml_client(opts)
+    return submit_and_follow(job, opts, client)
+
+
+def submit_and_follow(job: Job, opts: Any, client: Any) -> int:
+    """Make sure the compute exists, check the GPU against it, submit, and follow the job unless --no-wait."""
+    from pong_train.training import make_run_dir
+    from pong_train_azureml import service, spec
+
+    wanted = spec.compute_spec(opts, opts.vm_size_for(job.config.num_gpus_per_learner > 0))
+    vm_size = service.ensure_compute(client, wanted)
+    spec.check_gpu(job, vm_size, f"compute {opts.compute}")
+    for note in job.notes:
+        print(f"note: {note}", file=sys.stderr)
+    run_dir = make_run_dir(job)
+    spec.write_dry_run(job, opts, vm_size, run_dir / "azureml")
+    conda_file = run_dir / "azureml" / "environment.yaml"
+    created = service.submit(client, spec.command_job(job, opts, vm_size, conda_file))
+    (run_dir / "azureml" / "job-name.txt").write_text(created.name + "\n")
+    if opts.no_wait:
+        return 0
+    return service.follow(client, created.name)
+
+
+@hookimpl
+def pong_train_result_loggers(run: Run) -> list[ResultLogger]:
+    if run.job.backend != NAME:
+        return []
+    from pong_train.loggers import METRICS_FILE, ConsoleLogger, JsonlLogger
+    from pong_train_azureml.in_job import MlflowLogger
+
+    params = {"run": run.job.run, "env": run.job.env, **run.job.config.model_dump()}
+    return [ConsoleLogger(run.job.stop), JsonlLogger(run.run_dir / METRICS_FILE), MlflowLogger(params)]

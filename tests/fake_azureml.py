@@ -1,0 +1,243 @@
+"""An azure-core HTTP transport that answers as Azure ML's service would, offline, for the real azure-ai-ml client.
+
+Every request is recorded in `FakeAzureMLTransport.requests` as (method, url, json body); the number of
+requests is capped, so a client loop that never ends fails instead of hanging.
+"""
+import io, json, re, time, datetime, hashlib
+from urllib.parse import urlparse, parse_qs
+import requests
+from urllib3.response import HTTPResponse as U3Response
+from azure.core.credentials import AccessToken
+from azure.core.pipeline.transport import HttpTransport
+from azure.core.pipeline.transport._requests_basic import RequestsTransportResponse
+from azure.core.rest._requests_basic import RestRequestsTransportResponse
+
+
+class FakeCredential:
+    """Implements the TokenCredential protocol (get_token). No AAD calls."""
+    def __init__(self):
+        self.calls = []
+    def get_token(self, *scopes, **kwargs):
+        self.calls.append(scopes)
+        return AccessToken("fake-token", int(time.time()) + 3600)
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class FakeAzureMLTransport(HttpTransport):
+    """A stateful in-memory Azure ML workspace. Answers the ARM routes the SDK uses."""
+
+    MAX_REQUESTS = 500
+
+    def __init__(self, sub="00000000-0000-0000-0000-000000000000", rg="rg", ws="ws", location="eastus",
+                 job_status_sequence=("Queued", "Running", "Completed"), computes=None):
+        self.sub, self.rg, self.ws, self.location = sub, rg, ws, location
+        self.requests = []          # (method, url, json body or None)
+        self.jobs = {}              # name -> body
+        self.codes = {}             # (name, version) -> body
+        self.envs = {}              # (name, version) -> body
+        self.computes = computes if computes is not None else {
+            "ray-cluster": {
+                "properties": {"computeType": "AmlCompute", "computeLocation": location, "provisioningState": "Succeeded",
+                               "properties": {"vmSize": "STANDARD_NC6", "vmPriority": "Dedicated",
+                                              "scaleSettings": {"maxNodeCount": 4, "minNodeCount": 0,
+                                                                "nodeIdleTimeBeforeScaleDown": "PT2M"},
+                                              "osType": "Linux"}}}}
+        self.job_status_sequence = list(job_status_sequence)
+        self._progress = {}
+        self.ws_prefix = (f"/subscriptions/{sub}/resourceGroups/{rg}/providers/"
+                          f"Microsoft.MachineLearningServices/workspaces/{ws}")
+
+    def _advance(self, job_name):
+        """One status step per status read (ARM job or run details), staying on the final status."""
+        n = self._progress.get(job_name, 0)
+        self._progress[job_name] = min(n + 1, len(self.job_status_sequence) - 1)
+        return n
+
+    # -- HttpTransport abstract API -------------------------------------------------
+    def __enter__(self): return self
+    def __exit__(self, *a): pass
+    def open(self): pass
+    def close(self): pass
+
+    def send(self, request, **kwargs):
+        body = None
+        data = request.content if hasattr(request, "content") else request.data
+        if data:
+            try:
+                body = json.loads(data if isinstance(data, (str, bytes)) else data)
+            except Exception:
+                body = data
+        self.requests.append((request.method, request.url, body))
+        if len(self.requests) > self.MAX_REQUESTS:
+            raise RuntimeError(f"more than {self.MAX_REQUESTS} requests: a client loop that does not end")
+        status, payload, headers = self.route(request.method, request.url, body, request)
+        raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        r = requests.Response()
+        r.status_code = status
+        r.reason = {200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 404: "Not Found"}.get(status, "X")
+        r.url = request.url
+        r.headers.update({"Content-Type": "application/json; charset=utf-8",
+                          "x-ms-request-id": "fake", "Content-Length": str(len(raw)), **(headers or {})})
+        r.raw = U3Response(body=io.BytesIO(raw), headers=dict(r.headers), status=status, preload_content=False)
+        if hasattr(request, "content"):          # azure.core.rest.HttpRequest (new-style generated clients)
+            resp = RestRequestsTransportResponse(request=request, internal_response=r, block_size=4096)
+            if not kwargs.get("stream"):
+                resp.read()
+            return resp
+        return RequestsTransportResponse(request, r, 4096)   # legacy azure.core.pipeline.transport.HttpRequest
+
+    # -- routing ----------------------------------------------------------------
+    def _arm(self, kind, name, version=None, props=None):
+        rid = f"{self.ws_prefix}/{kind}/{name}" + (f"/versions/{version}" if version else "")
+        return {"id": rid, "name": version or name, "type": f"Microsoft.MachineLearningServices/workspaces/{kind}",
+                "properties": props or {},
+                "systemData": {"createdAt": _now(), "createdBy": "fake", "createdByType": "User",
+                               "lastModifiedAt": _now()}}
+
+    blobs = None
+    code_snapshots_exist = True
+
+    def route_blob(self, method, u, q, request):
+        """Minimal Azure Blob REST: HEAD/GET properties, PUT blob, PUT ?comp=metadata."""
+        if self.blobs is None:
+            self.blobs = {}
+        key = u.path
+        comp = q.get("comp", [None])[0]
+        hdrs = {"ETag": '"0x8DFAKE"', "Last-Modified": "Mon, 01 Jan 2024 00:00:00 GMT",
+                "x-ms-version": "2025-01-05", "Date": "Mon, 01 Jan 2024 00:00:00 GMT"}
+        if method in ("HEAD", "GET") and comp is None:
+            if key not in self.blobs:
+                return 404, b"", {**hdrs, "x-ms-error-code": "BlobNotFound", "Content-Length": "0"}
+            meta = {f"x-ms-meta-{k}": v for k, v in self.blobs[key].get("meta", {}).items()}
+            return 200, b"" if method == "HEAD" else self.blobs[key]["data"], {
+                **hdrs, **meta, "x-ms-blob-type": "BlockBlob", "Content-Length": str(len(self.blobs[key]["data"]))}
+        if method == "PUT" and comp == "metadata":
+            self.blobs.setdefault(key, {"data": b""})["meta"] = {
+                k[len("x-ms-meta-"):]: v for k, v in request.headers.items() if k.lower().startswith("x-ms-meta-")}
+            return 200, b"", {**hdrs, "Content-Length": "0", "x-ms-request-server-encrypted": "true"}
+        if method == "PUT" and comp is None:
+            data = request.content if hasattr(request, "content") else request.data
+            if hasattr(data, "read"):
+                data = data.read()
+            self.blobs[key] = {"data": data or b"", "meta": {}}
+            return 201, b"", {**hdrs, "Content-Length": "0", "x-ms-request-server-encrypted": "true"}
+        return 400, b"", {"x-ms-error-code": "UnsupportedInFake", "Content-Length": "0"}
+
+    def not_found(self, what):
+        return 404, {"error": {"code": "UserError", "message": f"{what} not found (fake)"}}, {}
+
+    def route(self, method, url, body, request):
+        u = urlparse(url)
+        path, q = u.path, parse_qs(u.query)
+        ws = self.ws_prefix
+        if u.hostname and u.hostname.endswith(".blob.core.windows.net"):
+            return self.route_blob(method, u, q, request)
+        # workspace discovery document (workspace.properties.discoveryUrl)
+        if u.hostname == f"{self.location}.api.azureml.ms" and path == "/discovery":
+            base = f"https://{self.location}.api.azureml.ms"
+            return 200, {"api": base, "catalog": base, "experimentation": base, "history": base,
+                         "mms": base, "modelmanagement": base, "pipelines": base, "studiometadata": base}, {}
+        # run history data plane: run details polled by jobs.stream()
+        m = re.fullmatch(r"/history/v1\.0" + re.escape(ws) + r"/runs/([^/]+)/details", path, re.I)
+        if m and method == "GET":
+            name = m.group(1)
+            n = self._advance(name)
+            status = self.job_status_sequence[n]
+            log_url = f"https://fakestorage.blob.core.windows.net/logs/{name}/user_logs/std_log.txt?sig=fake"
+            self.blobs = self.blobs or {}
+            self.blobs[f"/logs/{name}/user_logs/std_log.txt"] = {
+                "data": "".join(f"log line {i}\n" for i in range(n + 1)).encode(), "meta": {}}
+            doc = {"runId": name, "target": "ray-cluster", "status": status,
+                   "logFiles": {"user_logs/std_log.txt": log_url}, "warnings": []}
+            if status == "Failed":
+                doc["error"] = {"error": {"code": "UserError", "message": "ray worker died (fake)"}}
+            return 200, doc, {}
+        m = re.fullmatch(re.escape(ws) + r"/codes/([^/]+)/versions/([^/]+)/startPendingUpload", path, re.I)
+        if m and method == "POST":
+            name, ver = m.groups()
+            container = "azureml-blobstore-fake"
+            blob_uri = f"https://fakestorage.blob.core.windows.net/{container}/LocalUpload/{name}"
+            return 200, {"blobReferenceForConsumption": {
+                             "blobUri": blob_uri, "storageAccountArmId": "fake",
+                             "credential": {"credentialType": "SAS",
+                                            "sasUri": f"https://fakestorage.blob.core.windows.net/{container}?sv=2021-08-06&sig=fake"}},
+                         "pendingUploadId": name, "pendingUploadType": "TemporaryBlobReference"}, {}
+        # workspace GET
+        if method == "GET" and path.rstrip("/").lower() == ws.lower():
+            return 200, {"id": ws, "name": self.ws, "location": self.location,
+                         "type": "Microsoft.MachineLearningServices/workspaces", "kind": "Default",
+                         "properties": {"discoveryUrl": f"https://{self.location}.api.azureml.ms/discovery",
+                                        "mlFlowTrackingUri": f"azureml://{self.location}.api.azureml.ms/mlflow/v1.0{ws}",
+                                        "workspaceId": "11111111-1111-1111-1111-111111111111",
+                                        "storageAccount": f"/subscriptions/{self.sub}/resourceGroups/{self.rg}/providers/Microsoft.Storage/storageAccounts/fakestorage"}}, {}
+        m = re.fullmatch(re.escape(ws) + r"/computes/([^/]+)", path, re.I)
+        if m and method == "PUT":
+            props = body["properties"]
+            props["provisioningState"] = "Succeeded"
+            self.computes[m.group(1)] = {"properties": props}
+            return 200, {**self._arm("computes", m.group(1)), "properties": props, "location": self.location}, {}
+        if m and method == "GET":
+            c = self.computes.get(m.group(1))
+            if not c:
+                return self.not_found("compute")
+            return 200, {**self._arm("computes", m.group(1)), **c, "location": self.location}, {}
+        # code versions: list (with hash filter) / get / put
+        m = re.fullmatch(re.escape(ws) + r"/codes/([^/]+)/versions(?:/([^/]+))?", path, re.I)
+        if m:
+            name, ver = m.groups()
+            if method == "GET" and ver is None:   # list ?hash=...&hashVersion=...
+                # the service matches on content hash across names (the SDK parses name/version from the hit's id)
+                h = q.get("hash", [None])[0]
+                hits = [v for (n, _), v in self.codes.items()
+                        if ((v["properties"].get("properties", {}).get("hash_sha256") == h) if h else n == name)]
+                if h and not hits and self.code_snapshots_exist:
+                    # The workspace already holds this snapshot (an earlier upload of the same content).
+                    doc = self._arm("codes", "snapshot", "1", {
+                        "codeUri": "https://fakestorage.blob.core.windows.net/c/LocalUpload/snapshot",
+                        "isAnonymous": True, "properties": {"hash_sha256": h, "hash_version": "202208"}})
+                    self.codes[("snapshot", "1")] = doc
+                    hits = [doc]
+                return 200, {"value": hits}, {}
+            if method == "PUT":
+                props = dict(body.get("properties", {}))
+                doc = self._arm("codes", name, ver, props)
+                self.codes[(name, ver)] = doc
+                return 201, doc, {}
+            if method == "GET":
+                doc = self.codes.get((name, ver))
+                return (200, doc, {}) if doc else self.not_found("code")
+        # environment versions
+        m = re.fullmatch(re.escape(ws) + r"/environments/([^/]+)/versions/([^/]+)", path, re.I)
+        if m:
+            name, ver = m.groups()
+            if method == "PUT":
+                props = dict(body.get("properties", {}))
+                doc = self._arm("environments", name, ver, props)
+                self.envs[(name, ver)] = doc
+                return 201, doc, {}
+            if method == "GET":
+                doc = self.envs.get((name, ver))
+                return (200, doc, {}) if doc else self.not_found("environment")
+        # jobs
+        m = re.fullmatch(re.escape(ws) + r"/jobs/([^/]+)", path, re.I)
+        if m:
+            name = m.group(1)
+            if method == "PUT":
+                props = dict(body["properties"])
+                props.setdefault("status", "NotStarted")
+                props["services"] = {"Studio": {"jobServiceType": "Studio",
+                                                "endpoint": f"https://ml.azure.com/runs/{name}?wsid={ws}"}}
+                doc = self._arm("jobs", name, None, props)
+                doc["properties"]["status"] = "NotStarted"
+                self.jobs[name] = doc
+                return 201, doc, {}
+            if method == "GET":
+                doc = self.jobs.get(name)
+                if not doc:
+                    return self.not_found("job")
+                doc["properties"]["status"] = self.job_status_sequence[self._advance(name)]
+                return 200, doc, {}
+        return self.not_found(f"UNHANDLED {method} {url}")
