@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import traceback
@@ -13,6 +14,7 @@ from click.core import ParameterSource
 
 from pong_train import __version__, config as cfg
 from pong_train.atari import validate_env_id
+from pong_train.training import validate_address
 from pong_train.errors import UsageError
 from pong_train.job import Job
 from pong_train.metrics import validate_stop
@@ -25,6 +27,7 @@ Examples:
       --config '{"num_gpus": 0, "num_workers": 3}' \\
       --stop '{"episode_reward_mean": 18, "time_total_s": 3600}'
   pong-train --preset smoke --ray-address 127.0.0.1:6379
+  pong-train --resume runs/IMPALA_PongNoFrameskip-v4_20260101-120000
   pong-train backends                             list the installed backends
 """
 
@@ -70,6 +73,8 @@ def build_job(ctx: click.Context, pm: Any, params: dict[str, Any], plugin_option
     train_config = cfg.build_config(layers)
     stop = _stop_criteria(params["stop_json"], file_stop, preset)
     validate_env_id(params["env"])
+    if params["ray_address"] is not None:
+        validate_address(params["ray_address"])
     checkpoint_freq = params["checkpoint_freq"]
     if checkpoint_freq is None:
         # About five minutes of work between checkpoints.
@@ -91,6 +96,36 @@ def build_job(ctx: click.Context, pm: Any, params: dict[str, Any], plugin_option
         options=plugin_options,
         notes=notes,
         hook=pm.hook,
+    )
+
+
+RESUME_KEEPS = {"resume", "ray_address", "debug", "dashboard"}
+
+
+def resume_job(ctx: click.Context, pm: Any, params: dict[str, Any]) -> Job:
+    """The Job of an earlier run, from its run.json, to continue from its latest checkpoint."""
+    run_dir: Path = params["resume"]
+    given = [p.opts[0] for p in ctx.command.params
+             if p.name not in RESUME_KEEPS and ctx.get_parameter_source(p.name) == ParameterSource.COMMANDLINE]
+    if given:
+        raise UsageError(f"--resume continues a run with its own settings; drop {', '.join(given)}")
+    from pong_train.training import RUN_FILE
+
+    try:
+        record = json.loads((run_dir / RUN_FILE).read_text())
+        config = cfg.TrainConfig(**record["config"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise UsageError(f"--resume {run_dir}: not a pong-train run directory ({type(err).__name__}: {err})") from None
+    if record.get("status") == "completed":
+        raise UsageError(f"--resume {run_dir}: nothing to resume, the run already reached its stop criteria")
+    if record["backend"] not in backends(pm):
+        raise UsageError(f"--resume {run_dir}: its backend '{record['backend']}' is not installed")
+    return Job(
+        backend=record["backend"], run=record["run"], env=record["env"], config=config, stop=record["stop"],
+        storage_path=run_dir.resolve().parent, ray_address=params["ray_address"] or record.get("ray_address"),
+        checkpoint_freq=record["checkpoint_freq"], checkpoint_keep=record["checkpoint_keep"], name=record["name"],
+        dashboard=params["dashboard"], debug=params["debug"], options=record.get("options", {}),
+        resume_dir=run_dir.resolve(), hook=pm.hook,
     )
 
 
@@ -124,6 +159,8 @@ def build_cli(pm: Any) -> click.Group:
     @click.option("--checkpoint-keep", default=3, show_default=True, type=click.IntRange(min=1),
                   help="Checkpoints kept (the latest ones).")
     @click.option("--name", help="Experiment name; the run directory is NAME_<timestamp>.")
+    @click.option("--resume", type=click.Path(path_type=Path, file_okay=False), metavar="RUN_DIR",
+                  help="Continue the run in RUN_DIR from its latest checkpoint.")
     @click.option("--dashboard", is_flag=True, help="Start Ray's dashboard on 127.0.0.1 (embedded cluster).")
     @click.option("--debug", is_flag=True, help="Show tracebacks and Ray's own logs.")
     @click.version_option(__version__, "--version", prog_name="pong-train")
@@ -144,7 +181,7 @@ def build_cli(pm: Any) -> click.Group:
             if plugin_name != backend_plugin and ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
                 flag = next(p.opts[0] for p in ctx.command.params if p.name == name)
                 raise UsageError(f"{flag} belongs to plugin {plugin_name}, not to backend '{core['backend']}'")
-        job = build_job(ctx, pm, core, options)
+        job = resume_job(ctx, pm, core) if core["resume"] else build_job(ctx, pm, core, options)
         status = pm.hook.pong_train_launch(job=job)
         if status is None:
             raise UsageError(f"no installed plugin launches backend '{job.backend}'")
@@ -181,23 +218,28 @@ def build_cli(pm: Any) -> click.Group:
     return cli
 
 
-def main(argv: list[str] | None = None) -> int:
+def one_line(message: str) -> str:
+    """User input echoed in an error must not break it over lines: control characters are escaped."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in message)
+
+
+def main(argv: list[str] | None = None, plugin_manager: Any = None) -> int:
     """Entry point of `pong-train` and `python -m pong_train`: bad input exits 2 with one line."""
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
     try:
-        cli = build_cli(get_plugin_manager())
+        cli = build_cli(plugin_manager or get_plugin_manager())
         status = cli.main(args=argv, prog_name="pong-train", standalone_mode=False)
         return status if isinstance(status, int) else 0
     except click.exceptions.Exit as done:
         return done.exit_code
     except click.ClickException as err:
-        click.echo(f"pong-train: error: {err.format_message()} (see pong-train --help)", err=True)
+        click.echo(one_line(f"pong-train: error: {err.format_message()} (see pong-train --help)"), err=True)
         return 2
     except UsageError as err:
         if debug:
             traceback.print_exc()
-        click.echo(f"pong-train: error: {err}", err=True)
+        click.echo(one_line(f"pong-train: error: {err}"), err=True)
         return err.exit_code
     except (KeyboardInterrupt, click.Abort):
         click.echo("pong-train: interrupted", err=True)
@@ -205,5 +247,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # the last line of defence: no traceback unless asked for
         if debug:
             raise
-        click.echo(f"pong-train: internal error: {type(err).__name__}: {err} (rerun with --debug for details)", err=True)
+        click.echo(one_line(f"pong-train: internal error: {type(err).__name__}: {err} (rerun with --debug for details)"),
+                   err=True)
         return 1

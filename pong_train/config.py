@@ -116,8 +116,8 @@ def _flatten_model(raw: dict[str, Any]) -> dict[str, Any]:
     model = raw.get("model")
     if model is not None:
         if not isinstance(model, dict):
-            raise UsageError(f"config key 'model' must be a JSON object, got {json.dumps(model)}")
-        flat.update({f"model.{k}": v for k, v in model.items()})
+            raise UsageError(f"config key 'model' must be a JSON object, got {json.dumps(model, default=str)}")
+        flat.update({f"model.{k}" if isinstance(k, str) else k: v for k, v in model.items()})
     return flat
 
 
@@ -133,11 +133,13 @@ def translate(raw: dict[str, Any], source: str, notes: list[str]) -> dict[str, A
     Translated keys add a one-line note to `notes`; meaningless and unknown keys raise UsageError.
     """
     if not isinstance(raw, dict):
-        raise UsageError(f"{source} must be a JSON object like '{{\"num_workers\": 1}}', got {json.dumps(raw)}")
+        raise UsageError(f"{source} must be a JSON object like '{{\"num_workers\": 1}}', got {json.dumps(raw, default=str)}")
     out: dict[str, Any] = {}
     for key, value in _flatten_model(raw).items():
+        if not isinstance(key, str):
+            raise UsageError(f"{source}: keys must be strings, got {key!r}")
         if key == "framework":
-            if value not in FRAMEWORKS:
+            if not isinstance(value, str) or value not in FRAMEWORKS:
                 raise UsageError(f"{source}: framework {value!r} is not supported; pong-train trains with torch")
             continue
         if key in REJECTED_KEYS:
@@ -145,7 +147,8 @@ def translate(raw: dict[str, Any], source: str, notes: list[str]) -> dict[str, A
         if key in LEGACY_KEYS:
             new_key, convert, why = LEGACY_KEYS[key]
             value = convert(value)
-            notes.append(f"{source}: {key}={json.dumps(value)} -> {new_key}={json.dumps(value)} ({why})")
+            shown = json.dumps(value, default=str)
+            notes.append(f"{source}: {key}={shown} -> {new_key}={shown} ({why})")
             key = new_key
         if key not in TrainConfig.model_fields:
             raise UsageError(f"{source}: unknown key '{key}'{_closest(key)}")

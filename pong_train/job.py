@@ -51,6 +51,8 @@ class Job:
     """The core training arguments exactly as given, for a backend that runs the entry point elsewhere."""
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Values of the command-line options that plugins added, by parameter name."""
+    resume_dir: Path | None = None
+    """A run directory to continue from its latest checkpoint (`pong-train --resume`)."""
     notes: list[str] = dataclasses.field(default_factory=list)
     """One line per translated legacy key, shown once the job has passed its checks."""
     hook: Any = dataclasses.field(default=None, repr=False, compare=False)

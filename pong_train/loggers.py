@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import collections
 import datetime
 import json
 import os
 import sys
+import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 from pong_train.job import ResultLogger
 
@@ -15,19 +17,88 @@ METRICS_FILE = "metrics.jsonl"
 
 
 class JsonlLogger(ResultLogger):
-    """Appends one whole JSON line per result; a crash can leave at most a torn last line."""
+    """Appends one whole JSON line per result; a crash can leave at most a torn last line.
+
+    On a resumed run, the first new result drops the rows from its iteration on (written after the
+    checkpoint it resumed from), so every iteration appears exactly once.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._file = open(path, "a", encoding="utf-8")
+        self._file: TextIO | None = None
 
     def log_result(self, row: dict[str, Any]) -> None:
+        if self._file is None:
+            self._drop_rows_from(row["training_iteration"])
+            self._file = open(self.path, "a", encoding="utf-8")
         self._file.write(json.dumps(row, allow_nan=False, default=str) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
 
+    def _drop_rows_from(self, iteration: int) -> None:
+        if not self.path.exists():
+            return
+        kept = [r for r in read_metrics(self.path) if r.get("training_iteration", 0) < iteration]
+        tmp = self.path.with_suffix(".jsonl.tmp")
+        with open(tmp, "w", encoding="utf-8") as out:
+            out.writelines(json.dumps(r, allow_nan=False, default=str) + "\n" for r in kept)
+            out.flush()
+            os.fsync(out.fileno())
+        tmp.replace(self.path)
+
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
+
+
+class GuardedLogger(ResultLogger):
+    """Keeps a failing logger from stopping training: failures are caught, counted, reported once
+    per kind, and retried with exponential backoff; results wait in order until the logger recovers."""
+
+    MAX_BUFFERED = 100_000
+
+    def __init__(self, logger: ResultLogger, clock: Callable[[], float] = time.monotonic) -> None:
+        self.logger = logger
+        self.clock = clock
+        self.pending: collections.deque[dict[str, Any]] = collections.deque(maxlen=self.MAX_BUFFERED)
+        self.failures: collections.Counter[str] = collections.Counter()
+        self._retry_at = 0.0
+        self._backoff = 1.0
+
+    def _name(self) -> str:
+        return type(self.logger).__name__
+
+    def log_result(self, row: dict[str, Any]) -> None:
+        self.pending.append(row)
+        if self.clock() >= self._retry_at:
+            self._deliver()
+
+    def _deliver(self) -> bool:
+        while self.pending:
+            try:
+                self.logger.log_result(self.pending[0])
+            except Exception as err:  # a metrics sink must never stop training
+                kind = type(err).__name__
+                if not self.failures[kind]:
+                    print(f"warning: metric logger {self._name()} failed ({kind}: {err}); "
+                          "retrying with backoff, results are kept until it recovers", file=sys.stderr)
+                self.failures[kind] += 1
+                self._retry_at = self.clock() + self._backoff
+                self._backoff = min(self._backoff * 2, 60.0)
+                return False
+            self.pending.popleft()
+            self._backoff = 1.0
+        return True
+
+    def close(self) -> None:
+        if not self._deliver():
+            print(f"warning: metric logger {self._name()} lost {len(self.pending)} result(s) it could not "
+                  f"take ({sum(self.failures.values())} failures)", file=sys.stderr)
+        try:
+            self.logger.close()
+        except Exception as err:
+            print(f"warning: metric logger {self._name()} failed to close ({type(err).__name__}: {err})",
+                  file=sys.stderr)
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

@@ -43,6 +43,8 @@ def validate_stop(stop: dict[str, Any]) -> dict[str, float]:
     """Check stop criteria before Ray starts: known metric names and numeric thresholds."""
     checked: dict[str, float] = {}
     for name, threshold in stop.items():
+        if not isinstance(name, str):
+            raise UsageError(f"--stop: metric names must be strings, got {name!r}")
         if name not in STOP_METRICS:
             match = difflib.get_close_matches(name, STOP_METRICS, n=1, cutoff=0.5)
             hint = f"did you mean '{match[0]}'?" if match else "known: " + ", ".join(STOP_METRICS)

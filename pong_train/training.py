@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import shutil
+import signal
 import socket
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from pong_train import __version__, atari
 from pong_train.config import cpus_needed, default_conv_filters, gpus_needed
 from pong_train.errors import UsageError
 from pong_train.job import Job, ResultLogger, Run
+from pong_train.loggers import GuardedLogger
 from pong_train.metrics import ResultRows, reached
 
 log = logging.getLogger("pong_train")
@@ -42,17 +46,26 @@ def local_gpu_count() -> int:
     return torch.cuda.device_count()
 
 
+def validate_address(address: str) -> tuple[str, int] | None:
+    """HOST:PORT of a Ray cluster (None for 'auto'); anything else is refused."""
+    if address == "auto":
+        return None
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536 or any(c.isspace() for c in host):
+        raise UsageError(f"--ray-address '{address}' is not HOST:PORT (for example 127.0.0.1:6379) or 'auto'")
+    return host, int(port)
+
+
 def check_address_reachable(address: str, timeout_s: float = 3.0) -> None:
     """A quick TCP probe, so an unreachable --ray-address fails in seconds, not after Ray's long retries."""
-    if address in ("auto", "local") or address.startswith(("ray://", "http")):
+    endpoint = validate_address(address)
+    if endpoint is None:
         return
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise UsageError(f"--ray-address '{address}' is not HOST:PORT (for example 127.0.0.1:6379)")
+    host, port = endpoint
     try:
-        with socket.create_connection((host, int(port)), timeout=timeout_s):
+        with socket.create_connection((host, port), timeout=timeout_s):
             pass
-    except OSError as err:
+    except (OSError, UnicodeError, ValueError) as err:
         raise UsageError(
             f"--ray-address {address}: no Ray cluster answers there ({err.strerror or err}); "
             "start one with `ray start --head` or leave --ray-address out to use an embedded cluster"
@@ -72,12 +85,27 @@ def connect_ray(job: Job) -> None:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise UsageError(f"--ray-address {job.ray_address}: cannot join the Ray cluster: {first}") from None
     else:
+        warn_small_shared_memory()
         ray.init(
             num_cpus=os.cpu_count(),
             include_dashboard=job.dashboard,
             dashboard_host="127.0.0.1",
             **quiet,
         )
+
+
+MIN_SHARED_MEMORY = 1 << 30
+
+
+def warn_small_shared_memory(path: str = "/dev/shm") -> None:
+    """Ray's object store lives in /dev/shm; containers often get 64 MiB, and Ray then falls back to disk."""
+    try:
+        free = shutil.disk_usage(path).free
+    except OSError:
+        return
+    if free < MIN_SHARED_MEMORY:
+        print(f"warning: {path} has only {free >> 20} MiB free; Ray's object store falls back to disk, which is "
+              "slower (in Docker, start the container with --shm-size=2g or more)", file=sys.stderr)
 
 
 def resolve_env_runners(job: Job, cluster_cpus: float) -> int:
@@ -145,6 +173,8 @@ def impala_config(job: Job, num_env_runners: int) -> Any:
             num_envs_per_env_runner=c.num_envs_per_env_runner,
             num_cpus_per_env_runner=c.num_cpus_per_env_runner,
             rollout_fragment_length=c.rollout_fragment_length,
+            # While every remote env runner is down (being replaced), the algorithm samples itself.
+            create_env_on_local_worker=c.restart_failed_env_runners,
         )
         .learners(num_learners=c.num_learners, num_gpus_per_learner=c.num_gpus_per_learner)
         .training(
@@ -175,8 +205,9 @@ def _record_placement(algorithm: Any, **_: Any) -> None:
     """Runs in the algorithm's process: note which Ray node each env runner lives on."""
     import ray
 
-    def where(_runner: Any) -> dict[str, str]:
-        return {"node_id": ray.get_runtime_context().get_node_id(), "ip": ray.util.get_node_ip_address()}
+    def where(_runner: Any) -> dict[str, Any]:
+        return {"node_id": ray.get_runtime_context().get_node_id(), "ip": ray.util.get_node_ip_address(),
+                "pid": os.getpid()}
 
     group = algorithm.env_runner_group
     runners = group.foreach_env_runner(where, local_env_runner=False) if group.num_remote_env_runners() else []
@@ -190,29 +221,36 @@ def _report_placement(algorithm: Any, result: dict, **_: Any) -> None:
     result["placement"] = getattr(algorithm, "_pong_train_placement", {})
 
 
+# State of the run this process drives, kept outside the Tune stopper and callback: Tune pickles those
+# into its experiment state, and a resumed run gets them back unpickled.
+_live_loggers: dict[str, list[ResultLogger]] = {}
+_interrupted: dict[str, int] = {}
+
+
 class RunMonitor:
-    """Driver-side bookkeeping of one run: result rows with aliases, stop criteria, loggers."""
+    """Driver-side bookkeeping of one run: result rows with aliases, stop criteria, loggers, interruption."""
 
     def __init__(self, run: Run, loggers: list[ResultLogger]) -> None:
-        self.run = run
-        self.loggers = loggers
+        self.run_dir = str(run.run_dir)
+        self.stop = run.job.stop
         self.rows = ResultRows()
         self.latest: dict[str, dict] = {}
+        _live_loggers[self.run_dir] = [GuardedLogger(logger) for logger in loggers]
 
     def __getstate__(self) -> dict:
-        # Tune pickles its stopper and callbacks into the experiment state; loggers hold files and clients.
-        return {"run": self.run, "loggers": [], "rows": self.rows, "latest": {}}
+        return {"run_dir": self.run_dir, "stop": self.stop, "rows": self.rows, "latest": {}}
 
     def should_stop(self, trial_id: str, result: dict) -> bool:
         self.latest[trial_id] = row = self.rows.row(result)
-        return bool(reached(self.run.job.stop, row))
+        # An interrupted run stops like a finished one, so Tune writes its checkpoint at the end.
+        return bool(reached(self.stop, row)) or self.run_dir in _interrupted
 
     def on_result(self, trial_id: str, result: dict) -> None:
-        row = self.latest.get(trial_id) or self.rows.row(result)
+        row = self.latest.pop(trial_id, None) or self.rows.row(result)
         placement = result.get("placement")
         if placement:
-            write_json(self.run.run_dir / "placement.json", placement)
-        for logger in self.loggers:
+            write_json(Path(self.run_dir) / "placement.json", placement)
+        for logger in _live_loggers.get(self.run_dir, []):
             logger.log_result(row)
 
     def tune_hooks(self) -> tuple[Any, Any]:
@@ -235,17 +273,59 @@ class RunMonitor:
         return StopCriteria(), ForwardResults()
 
 
+@contextlib.contextmanager
+def checkpoint_on_signal(run_dir: Path) -> Iterator[None]:
+    """Ctrl-C or SIGTERM: finish the current iteration, checkpoint, stop. A second one aborts at once."""
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handle(signum: int, _frame: Any) -> None:
+        if str(run_dir) in _interrupted:
+            raise KeyboardInterrupt
+        _interrupted[str(run_dir)] = signum
+        print("pong-train: stopping after this iteration to save a checkpoint (again to abort)", file=sys.stderr)
+
+    for sig in previous:
+        signal.signal(sig, handle)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def write_json(path: Path, data: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
     tmp.replace(path)
 
 
+RUN_FILE = "run.json"
+
+
+def job_record(job: Job, num_env_runners: int, status: str) -> dict[str, Any]:
+    """What `run.json` keeps: enough to describe the run and to resume it."""
+    return {
+        "pong_train_version": __version__,
+        "status": status,
+        "backend": job.backend,
+        "run": job.run,
+        "env": job.env,
+        "stop": job.stop,
+        "config": job.config.model_dump(mode="json") | {"num_env_runners": num_env_runners},
+        "checkpoint_freq": job.checkpoint_freq,
+        "checkpoint_keep": job.checkpoint_keep,
+        "name": job.name,
+        "ray_address": job.ray_address,
+        "options": job.options,
+        "argv": sys.argv[1:],
+    }
+
+
 def run_training(job: Job) -> int:
     """Train `job` from this process, on the Ray cluster it names or an embedded one.
 
     Checks everything checkable before creating the run directory, so bad input leaves nothing behind.
-    Returns the process exit status.
+    With `job.resume_dir`, continues that run from its latest checkpoint. Returns the exit status.
     """
     check_storage(job.storage_path)
     if not job.ray_address and gpus_needed(job.config) > local_gpu_count():
@@ -254,6 +334,7 @@ def run_training(job: Job) -> int:
             "but this machine has no CUDA GPU; set \"num_gpus\": 0 in --config to train on the CPU"
         )
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's banners would interleave with the result lines
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # checkpoint_on_signal handles Ctrl-C
     import ray
     from ray import tune
 
@@ -266,52 +347,63 @@ def run_training(job: Job) -> int:
         algo_config = impala_config(job, num_env_runners)
         for note in job.notes:
             print(f"note: {note}", file=sys.stderr)
-        run = Run(job=job, run_dir=make_run_dir(job))
-        write_json(
-            run.run_dir / "run.json",
-            {
-                "pong_train_version": __version__,
-                "backend": job.backend,
-                "run": job.run,
-                "env": job.env,
-                "stop": job.stop,
-                "config": job.config.model_dump(mode="json") | {"num_env_runners": num_env_runners},
-                "ray_address": job.ray_address,
-                "argv": sys.argv[1:],
-            },
-        )
+        run = Run(job=job, run_dir=job.resume_dir or make_run_dir(job))
+        write_json(run.run_dir / RUN_FILE, job_record(job, num_env_runners, "running"))
         tune.register_env(atari.RLLIB_ENV_NAME, atari.make_env)
         loggers = [logger for found in job.hook.pong_train_result_loggers(run=run) for logger in found]
         stopper, forwarder = RunMonitor(run, loggers).tune_hooks()
-        tuner = tune.Tuner(
-            algo_config.algo_class,
-            param_space=algo_config,
-            run_config=tune.RunConfig(
-                name=run.run_dir.name,
-                storage_path=str(run.run_dir.parent),
-                stop=stopper,
-                callbacks=[forwarder],
-                verbose=0,
-                checkpoint_config=tune.CheckpointConfig(
-                    checkpoint_frequency=job.checkpoint_freq,
-                    checkpoint_at_end=True,
-                    num_to_keep=job.checkpoint_keep,
+        if job.resume_dir:
+            print(f"resuming {run.run_dir} from its latest checkpoint", file=sys.stderr)
+            resume_all = tune.ResumeConfig(
+                finished=tune.ResumeConfig.ResumeType.RESUME,
+                unfinished=tune.ResumeConfig.ResumeType.RESUME,
+                errored=tune.ResumeConfig.ResumeType.RESUME,
+            )
+            tuner = tune.Tuner.restore(str(run.run_dir), algo_config.algo_class, _resume_config=resume_all)
+        else:
+            tuner = tune.Tuner(
+                algo_config.algo_class,
+                param_space=algo_config,
+                run_config=tune.RunConfig(
+                    name=run.run_dir.name,
+                    storage_path=str(run.run_dir.parent),
+                    stop=stopper,
+                    callbacks=[forwarder],
+                    verbose=0,
+                    checkpoint_config=tune.CheckpointConfig(
+                        checkpoint_frequency=job.checkpoint_freq,
+                        checkpoint_at_end=True,
+                        num_to_keep=job.checkpoint_keep,
+                    ),
+                    failure_config=tune.FailureConfig(max_failures=0),
                 ),
-                failure_config=tune.FailureConfig(max_failures=0),
-            ),
-        )
+            )
         try:
-            results = tuner.fit()
+            with checkpoint_on_signal(run.run_dir):
+                results = tuner.fit()
         finally:
-            for logger in loggers:
+            for logger in _live_loggers.pop(str(run.run_dir), []):
                 logger.close()
-        errors = results.errors
-        if errors:
-            first = str(errors[0]).strip().splitlines()
-            print(f"pong-train: training failed: {first[-1] if first else type(errors[0]).__name__}", file=sys.stderr)
-            print(f"pong-train: details in {run.run_dir}", file=sys.stderr)
-            return 1
-        print(f"run directory: {run.run_dir}")
-        return 0
+        return finish(run, num_env_runners, results)
     finally:
         ray.shutdown()
+
+
+def finish(run: Run, num_env_runners: int, results: Any) -> int:
+    """Record how the run ended in run.json and turn it into an exit status."""
+    signum = _interrupted.pop(str(run.run_dir), None)
+    if results.errors:
+        first = str(results.errors[0]).strip().splitlines()
+        print(f"pong-train: training failed: {first[-1] if first else type(results.errors[0]).__name__}",
+              file=sys.stderr)
+        print(f"pong-train: details in {run.run_dir}; resume with: pong-train --resume {run.run_dir}",
+              file=sys.stderr)
+        status, code = "failed", 1
+    elif signum is not None:
+        print(f"pong-train: checkpoint saved; resume with: pong-train --resume {run.run_dir}", file=sys.stderr)
+        status, code = "interrupted", 128 + signum
+    else:
+        status, code = "completed", 0
+        print(f"run directory: {run.run_dir}")
+    write_json(run.run_dir / RUN_FILE, job_record(run.job, num_env_runners, status))
+    return code

@@ -14,6 +14,7 @@ os.environ.setdefault("AZUREML_RUN_POLLING_INTERVAL_MIN", "0")
 os.environ.setdefault("AZUREML_RUN_POLLING_INTERVAL_MAX", "0")
 
 from conftest import assert_one_line_error, run_cli, run_dirs  # noqa: E402
+from pong_train.loggers import read_metrics  # noqa: E402
 from fake_azureml import FakeAzureMLTransport, FakeCredential  # noqa: E402
 
 ARTICLE_CONFIG = '{"num_gpus": 1, "num_workers": 13}'
@@ -229,17 +230,18 @@ def test_in_job_role_trains_on_the_jobs_cluster_and_logs_to_its_run(three_node_c
     }
     proc = run_cli("--backend", "azureml", "--azureml-in-job", "ray", "--instance-count", "3",
                    "--storage-path", str(tmp_path / "outputs" / "runs"), "--preset", "smoke",
-                   "--config", '{"num_workers": 2}', "--stop", '{"training_iteration": 3}',
+                   "--config", '{"num_workers": 2}', "--stop", '{"timesteps_total": 100}',
                    env=job_env, cwd=tmp_path, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = mlflow.MlflowClient()
+    [run_dir] = run_dirs(tmp_path / "outputs" / "runs")
+    iterations = list(range(1, len(read_metrics(run_dir / "metrics.jsonl")) + 1))
     history = client.get_metric_history(run_id, "episode_reward_mean")
-    assert [m.step for m in client.get_metric_history(run_id, "episodes_total")] == [1, 2, 3]
-    assert [m.step for m in client.get_metric_history(run_id, "timesteps_total")] == [1, 2, 3]
+    assert [m.step for m in client.get_metric_history(run_id, "episodes_total")] == iterations
+    assert [m.step for m in client.get_metric_history(run_id, "timesteps_total")] == iterations
     # RLlib's own names too, from the first iteration that reported them.
-    assert client.get_metric_history(run_id, "env_runners/num_env_steps_sampled_lifetime")[-1].step == 3
+    assert client.get_metric_history(run_id, "env_runners/num_env_steps_sampled_lifetime")[-1].step == iterations[-1]
     assert all(-21 <= m.value <= 21 for m in history)
     assert client.get_run(run_id).data.params["env"] == "PongNoFrameskip-v4"
-    [run_dir] = run_dirs(tmp_path / "outputs" / "runs")
     placement = json.loads((run_dir / "placement.json").read_text())
     assert len({r["node_id"] for r in placement["env_runners"]}) == 2  # the job's cluster, not a new local one

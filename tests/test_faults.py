@@ -1,0 +1,149 @@
+"""Faults: a killed driver resumed from its checkpoint, Ctrl-C/SIGTERM, a killed env runner, failing loggers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli, run_dirs
+from pong_train.loggers import GuardedLogger, JsonlLogger, read_metrics
+
+SMOKE = ["--preset", "smoke", "--config", '{"num_gpus": 0, "num_workers": 1}']
+
+
+def start(storage: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "pong_train", *SMOKE, "--storage-path", str(storage), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_rows(storage: Path, count: int, proc: subprocess.Popen, timeout_s: float = 240) -> Path:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        dirs = run_dirs(storage)
+        if dirs and (dirs[0] / "metrics.jsonl").exists() and len(read_metrics(dirs[0] / "metrics.jsonl")) >= count:
+            return dirs[0]
+        time.sleep(0.5)
+    proc.kill()
+    raise AssertionError(f"fewer than {count} results in {timeout_s} s")
+
+
+def iterations(run_dir: Path) -> list[int]:
+    return [row["training_iteration"] for row in read_metrics(run_dir / "metrics.jsonl")]
+
+
+@pytest.mark.slow
+def test_killed_driver_resumes_with_no_gap_and_no_repeat(storage):
+    proc = start(storage, "--checkpoint-freq", "1")
+    run_dir = wait_for_rows(storage, 5, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    before = iterations(run_dir)
+    assert before[:5] == [1, 2, 3, 4, 5]
+    resumed = run_cli("--resume", str(run_dir), timeout=400)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    assert [row["training_iteration"] for row in rows] == list(range(1, len(rows) + 1))
+    assert len(rows) > len(before) or rows[-1]["training_iteration"] >= before[-1]
+    last = rows[-1]
+    assert last["episodes_total"] >= 2 or last["time_total_s"] >= 100  # the smoke preset's stop criteria
+    steps = [row["timesteps_total"] for row in rows]
+    assert steps == sorted(steps)  # env steps continue from the checkpoint, they do not restart
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "completed"
+    again = run_cli("--resume", str(run_dir))
+    assert again.returncode == 2 and "nothing to resume" in again.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_saves_a_checkpoint_and_prints_the_resume_command(storage, signum, code):
+    proc = start(storage, "--stop", '{"training_iteration": 50}')
+    run_dir = wait_for_rows(storage, 2, proc)
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == code, stderr[-2000:]
+    assert f"resume with: pong-train --resume {run_dir}" in stderr
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "interrupted"
+    last = iterations(run_dir)[-1]
+    [trial] = [p for p in run_dir.iterdir() if p.is_dir()]
+    checkpoints = sorted(trial.glob("checkpoint_*"))
+    assert checkpoints, "no checkpoint saved on the signal"
+    state = json.loads((trial / "result.json").read_text().splitlines()[-1])
+    assert state["training_iteration"] == last
+
+
+@pytest.mark.slow
+def test_killed_env_runner_is_replaced_and_training_goes_on(storage):
+    proc = start(storage, "--stop", '{"training_iteration": 12}')
+    run_dir = wait_for_rows(storage, 2, proc)
+    placement = json.loads((run_dir / "placement.json").read_text())
+    os.kill(placement["env_runners"][0]["pid"], signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-3000:]
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    assert [row["training_iteration"] for row in rows] == list(range(1, 13))
+    assert max(row.get("fault_tolerance/num_remote_worker_restarts", 0) for row in rows) >= 1
+    assert rows[-1]["timesteps_total"] > rows[1]["timesteps_total"]
+
+
+class FlakyLogger:
+    """Fails `failures` times, then takes results."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.rows: list[int] = []
+        self.closed = False
+
+    def log_result(self, row):
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("tracking server unreachable")
+        self.rows.append(row["training_iteration"])
+
+    def close(self):
+        self.closed = True
+
+
+def test_guarded_logger_buffers_and_delivers_in_order_after_recovery(capsys):
+    now = [0.0]
+    flaky = FlakyLogger(failures=3)
+    guarded = GuardedLogger(flaky, clock=lambda: now[0])
+    for iteration in range(1, 11):
+        guarded.log_result({"training_iteration": iteration})
+        now[0] += 1.5
+    guarded.close()
+    assert flaky.rows == list(range(1, 11)) and flaky.closed
+    err = capsys.readouterr().err
+    assert err.count("ConnectionError") == 1  # reported once per kind
+    assert guarded.failures["ConnectionError"] == 3
+
+
+def test_guarded_logger_backs_off_instead_of_retrying_every_result():
+    now = [0.0]
+    flaky = FlakyLogger(failures=1000)
+    guarded = GuardedLogger(flaky, clock=lambda: now[0])
+    for iteration in range(100):
+        guarded.log_result({"training_iteration": iteration})
+        now[0] += 1.0
+    assert sum(guarded.failures.values()) < 12  # 1 s, 2 s, 4 s ... 60 s apart, not 100 tries
+    assert len(guarded.pending) == 100
+
+
+def test_metrics_jsonl_skips_a_torn_line_and_drops_rows_past_the_resumed_checkpoint(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"training_iteration": i}) + "\n" for i in range(1, 8)) + '{"training_it')
+    assert [r["training_iteration"] for r in read_metrics(path)] == list(range(1, 8))
+    logger = JsonlLogger(path)  # the resumed run restarts after the checkpoint at iteration 5
+    for iteration in (6, 7, 8):
+        logger.log_result({"training_iteration": iteration})
+    logger.close()
+    assert [r["training_iteration"] for r in read_metrics(path)] == list(range(1, 9))
+    assert path.read_text().endswith("}\n")
