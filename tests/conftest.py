@@ -54,8 +54,14 @@ cluster = Cluster(initialize_head=True, head_node_args={**node_args, "include_da
 for _ in range(2):
     cluster.add_node(**node_args)
 cluster.wait_for_nodes()
-print(json.dumps({"address": cluster.address, "node_ids": [n.node_id for n in cluster.list_all_nodes()]}), flush=True)
-sys.stdin.read()  # runs until the test closes our stdin
+nodes = {n.node_id: n for n in cluster.list_all_nodes()}
+print(json.dumps({"address": cluster.address, "head_node_id": cluster.head_node.node_id,
+                  "node_ids": list(nodes)}), flush=True)
+for line in sys.stdin:  # "remove NODE_ID" kills that node's processes; end of input shuts the cluster down
+    command, _, node_id = line.strip().partition(" ")
+    if command == "remove" and node_id in nodes:
+        cluster.remove_node(nodes.pop(node_id), allow_graceful=False)
+        print("removed", flush=True)
 cluster.shutdown()
 """
 
@@ -67,9 +73,14 @@ def three_node_cluster():
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     proc = subprocess.Popen([sys.executable, "-c", CLUSTER_SCRIPT], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             text=True, env=env)
+    def remove_node(node_id: str) -> None:
+        proc.stdin.write(f"remove {node_id}\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "removed"
+
     try:
         info = json.loads(proc.stdout.readline())
-        yield {**info, "env": {k: env[k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}}
+        yield {**info, "env": {k: env[k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}, "remove_node": remove_node}
     finally:
         proc.stdin.close()
         proc.wait(timeout=120)

@@ -147,3 +147,14 @@ def test_metrics_jsonl_skips_a_torn_line_and_drops_rows_past_the_resumed_checkpo
     logger.close()
     assert [r["training_iteration"] for r in read_metrics(path)] == list(range(1, 9))
     assert path.read_text().endswith("}\n")
+
+
+def test_runs_with_the_same_name_never_share_a_directory(tmp_path):
+    from pong_train.config import TrainConfig
+    from pong_train.job import Job
+    from pong_train.training import make_run_dir
+
+    job = Job(backend="local", run="IMPALA", env="PongNoFrameskip-v4", config=TrainConfig(), stop={},
+              storage_path=tmp_path, name="same")
+    dirs = {make_run_dir(job) for _ in range(5)}  # within one second: same timestamp
+    assert len(dirs) == 5 and all(d.name.startswith("same_") for d in dirs)

@@ -18,6 +18,7 @@ from pong_train.plugins import backends, get_plugin_manager
 THIRD_PARTY_MODULE = '''
 """A third-party backend: trains here like 'local', but logs each result to its own file."""
 import json
+import os
 
 import click
 
@@ -28,8 +29,12 @@ from pong_train.job import Backend, ResultLogger
 class TaggedLogger(ResultLogger):
     def __init__(self, path, tag):
         self.path, self.tag = path, tag
+        self.fail_first = int(os.environ.get("THIRDPARTY_FAIL_FIRST", "0"))
 
     def log_result(self, row):
+        if self.fail_first:
+            self.fail_first -= 1
+            raise ConnectionError("tracking server unreachable")
         with open(self.path, "a") as out:
             out.write(json.dumps({"tag": self.tag, "iteration": row["training_iteration"],
                                   "episode_reward_mean": row["episode_reward_mean"]}) + "\\n")
@@ -114,6 +119,18 @@ def test_third_party_backend_trains_and_decides_where_metrics_go(third_party_sit
     # The local backend's loggers stay out of another backend's run.
     assert not (run_dir / "metrics.jsonl").exists()
     assert json.loads((run_dir / "run.json").read_text())["backend"] == "thirdparty"
+
+
+@pytest.mark.slow
+def test_a_failing_logger_never_stops_training_and_loses_nothing(third_party_site, storage):
+    proc = run_cli("--backend", "thirdparty", "--preset", "smoke", "--stop", '{"training_iteration": 4}',
+                   "--storage-path", str(storage), env={**with_site(third_party_site), "THIRDPARTY_FAIL_FIRST": "2"},
+                   timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.count("metric logger TaggedLogger failed (ConnectionError") == 1
+    [run_dir] = run_dirs(storage)
+    rows = [json.loads(line) for line in (run_dir / "thirdparty.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [1, 2, 3, 4]  # delivered late, in order, none lost
 
 
 def test_the_local_backend_is_registered_through_the_entry_point_group():
