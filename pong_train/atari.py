@@ -45,7 +45,7 @@ def make_env(env_config: dict[str, Any]) -> gym.Env:
 
     _register_ale()
     gym.logger.min_level = gym.logger.ERROR  # dtype-precision chatter from the wrappers' Box spaces
-    env = gym.make(env_config["id"], frameskip=1)
+    env = gym.make(env_config["id"], frameskip=1, render_mode=env_config.get("render_mode"))
     return wrap_atari_for_new_api_stack(
         env,
         dim=env_config["dim"],

@@ -12,7 +12,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from pong_train import __version__, config as cfg
+from pong_train import __version__, config as cfg, progress
 from pong_train.atari import validate_env_id
 from pong_train.training import validate_address
 from pong_train.errors import UsageError
@@ -92,6 +92,7 @@ def build_job(ctx: click.Context, pm: Any, params: dict[str, Any], plugin_option
         name=params["name"],
         dashboard=params["dashboard"],
         debug=params["debug"],
+        json_summary=params["json_summary"],
         train_args=_train_args(ctx),
         options=plugin_options,
         notes=notes,
@@ -99,7 +100,7 @@ def build_job(ctx: click.Context, pm: Any, params: dict[str, Any], plugin_option
     )
 
 
-RESUME_KEEPS = {"resume", "ray_address", "debug", "dashboard"}
+RESUME_KEEPS = {"resume", "ray_address", "debug", "dashboard", "quiet", "json_summary"}
 
 
 def resume_job(ctx: click.Context, pm: Any, params: dict[str, Any]) -> Job:
@@ -124,7 +125,8 @@ def resume_job(ctx: click.Context, pm: Any, params: dict[str, Any]) -> Job:
         backend=record["backend"], run=record["run"], env=record["env"], config=config, stop=record["stop"],
         storage_path=run_dir.resolve().parent, ray_address=params["ray_address"] or record.get("ray_address"),
         checkpoint_freq=record["checkpoint_freq"], checkpoint_keep=record["checkpoint_keep"], name=record["name"],
-        dashboard=params["dashboard"], debug=params["debug"], options=record.get("options", {}),
+        dashboard=params["dashboard"], debug=params["debug"], json_summary=params["json_summary"],
+        options=record.get("options", {}),
         resume_dir=run_dir.resolve(), hook=pm.hook,
     )
 
@@ -163,6 +165,8 @@ def build_cli(pm: Any) -> click.Group:
                   help="Continue the run in RUN_DIR from its latest checkpoint.")
     @click.option("--dashboard", is_flag=True, help="Start Ray's dashboard on 127.0.0.1 (embedded cluster).")
     @click.option("--debug", is_flag=True, help="Show tracebacks and Ray's own logs.")
+    @click.option("--quiet", "-q", is_flag=True, help="No progress and no per-result lines; errors and summary only.")
+    @click.option("--json", "json_summary", is_flag=True, help="End with a one-line JSON summary of the run.")
     @click.version_option(__version__, "--version", prog_name="pong-train")
     @click.pass_context
     def cli(ctx: click.Context, **params: Any) -> int | None:
@@ -171,14 +175,18 @@ def build_cli(pm: Any) -> click.Group:
         With no subcommand, trains: on an embedded Ray cluster (default), an existing one
         (--ray-address), or wherever --backend sends the job.
         """
+        progress.quiet = params["quiet"]
         if ctx.invoked_subcommand is not None:
             return None
         owners = {p.name: p.pong_train_plugin for p in ctx.command.params if getattr(p, "pong_train_plugin", None)}
         core = {k: v for k, v in params.items() if k not in owners}
         options = {k: v for k, v in params.items() if k in owners}
         backend_plugin = known[core["backend"]][1]
+        backend_plugins = {plugin for _, plugin in known.values()}
         for name, plugin_name in owners.items():
-            if plugin_name != backend_plugin and ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
+            # Options of another backend make no sense here; observers' options go with any backend.
+            if plugin_name in backend_plugins - {backend_plugin} and \
+                    ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
                 flag = next(p.opts[0] for p in ctx.command.params if p.name == name)
                 raise UsageError(f"{flag} belongs to plugin {plugin_name}, not to backend '{core['backend']}'")
         job = resume_job(ctx, pm, core) if core["resume"] else build_job(ctx, pm, core, options)
@@ -214,6 +222,33 @@ def build_cli(pm: Any) -> click.Group:
         widths = [max(len(r[i]) for r in rows) for i in range(3)]
         for row in rows:
             click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[3])
+
+    @cli.command("plot")
+    @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path, file_okay=False))
+    @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
+                  help="PNG file [default: curve.png in the only RUN_DIR, or curves.png here].")
+    def plot(run_dirs: tuple[Path, ...], output: Path | None) -> None:
+        """Plot episode_reward_mean against env steps and wall time for one or more runs."""
+        from pong_train.plotting import plot_runs
+
+        default = run_dirs[0] / "curve.png" if len(run_dirs) == 1 else Path("curves.png")
+        click.echo(f"wrote {plot_runs(list(run_dirs), output or default)}")
+
+    @cli.command("evaluate")
+    @click.argument("checkpoint", type=click.Path(path_type=Path, file_okay=False))
+    @click.option("--episodes", default=1, show_default=True, type=click.IntRange(min=1), help="Episodes to play.")
+    @click.option("--video", type=click.Path(path_type=Path, dir_okay=False), help="Record to FILE.mp4 or FILE.gif.")
+    @click.option("--explore", is_flag=True, help="Sample actions instead of taking the most likely one.")
+    @click.option("--seed", type=int, help="Seed the environment for a repeatable evaluation.")
+    def evaluate(checkpoint: Path, episodes: int, video: Path | None, explore: bool, seed: int | None) -> None:
+        """Play episodes with a trained policy (a checkpoint, or a run directory's latest one)."""
+        from pong_train.evaluate import play, summary
+
+        with progress.step(f"playing {episodes} episode(s)"):
+            returns = play(checkpoint, episodes, video, explore, seed)
+        click.echo(summary(returns))
+        if video:
+            click.echo(f"video: {video}")
 
     return cli
 

@@ -6,7 +6,7 @@ import difflib
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -54,8 +54,9 @@ class TrainConfig(BaseModel):
     """Frames stacked into one observation."""
     frameskip: int = Field(default=4, ge=1)
     """Emulator frames per agent step, max-pooled over the last two."""
-    conv_filters: Optional[list[tuple[int, int, int]]] = None
-    """CNN layers as [channels, kernel, stride]; None picks RLlib's stack for `dim` (42 or 84)."""
+    conv_filters: Optional[list[Union[tuple[int, int, int], tuple[int, int, int, Literal["same", "valid"]]]]] = None
+    """CNN layers as [channels, kernel, stride] or [channels, kernel, stride, padding]; None picks the
+    classic Atari network for `dim` (42 or 84), whose last layer covers the whole frame."""
     head_fcnet_hiddens: list[int] = Field(default_factory=list)
     """Hidden layers of the policy and value heads."""
     vf_share_layers: bool = True
@@ -234,12 +235,14 @@ def build_config(layers: list[dict[str, Any]]) -> TrainConfig:
         raise UsageError(f"config key '{where}': {first['msg']} (got {json.dumps(first.get('input'), default=str)})") from None
 
 
-def default_conv_filters(dim: int) -> list[list[int]]:
-    """RLlib's classic Atari CNN for 42- and 84-pixel frames."""
+def default_conv_filters(dim: int) -> list[list[Any]]:
+    """RLlib's classic Atari CNN for 42- and 84-pixel frames, as Ray 0.8.3 built it: the last layer is
+    'valid', so it sees the whole 11x11 map and outputs 1x1x256. (RLlib 2.60 pads every layer 'same',
+    which leaves a 6x6 map and makes that layer about 36 times costlier.)"""
     if dim == 42:
-        return [[16, 4, 2], [32, 4, 2], [256, 11, 1]]
+        return [[16, 4, 2, "same"], [32, 4, 2, "same"], [256, 11, 1, "valid"]]
     if dim == 84:
-        return [[16, 8, 4], [32, 4, 2], [256, 11, 1]]
+        return [[16, 8, 4, "same"], [32, 4, 2, "same"], [256, 11, 1, "valid"]]
     raise UsageError(f"dim={dim} needs explicit conv_filters (RLlib has default filters for dim 42 and 84)")
 
 

@@ -47,6 +47,8 @@ class Job:
     """Start Ray's dashboard (bound to localhost) with the embedded cluster."""
     debug: bool = False
     """Show tracebacks and Ray's own logs."""
+    json_summary: bool = False
+    """Print a JSON summary as the last line of output (`--json`)."""
     train_args: list[str] = dataclasses.field(default_factory=list)
     """The core training arguments exactly as given, for a backend that runs the entry point elsewhere."""
     options: dict[str, Any] = dataclasses.field(default_factory=dict)

@@ -15,12 +15,12 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from pong_train import __version__, atari
+from pong_train import __version__, atari, progress
 from pong_train.config import cpus_needed, default_conv_filters, gpus_needed
 from pong_train.errors import UsageError
 from pong_train.job import Job, ResultLogger, Run
 from pong_train.loggers import GuardedLogger
-from pong_train.metrics import ResultRows, reached
+from pong_train.metrics import ALIASES, ResultRows, reached
 
 log = logging.getLogger("pong_train")
 
@@ -218,6 +218,11 @@ def _record_placement(algorithm: Any, **_: Any) -> None:
 
 
 def _report_placement(algorithm: Any, result: dict, **_: Any) -> None:
+    """Runs in the algorithm's process: the article's metric names join RLlib's in every result, so Tune's
+    files and TensorBoard carry both."""
+    rows = algorithm.__dict__.setdefault("_pong_train_rows", ResultRows())
+    row = rows.row(result)
+    result.update({alias: row[alias] for alias in ALIASES if row[alias] is not None})
     result["placement"] = getattr(algorithm, "_pong_train_placement", {})
 
 
@@ -340,7 +345,8 @@ def run_training(job: Job) -> int:
 
     if not job.debug:
         logging.getLogger("ray").setLevel(logging.ERROR)
-    connect_ray(job)
+    with progress.step("joining the Ray cluster" if job.ray_address else "starting an embedded Ray cluster"):
+        connect_ray(job)
     try:
         num_env_runners = resolve_env_runners(job, ray.cluster_resources().get("CPU", 0))
         check_cluster_resources(job, num_env_runners)
@@ -353,13 +359,13 @@ def run_training(job: Job) -> int:
         loggers = [logger for found in job.hook.pong_train_result_loggers(run=run) for logger in found]
         stopper, forwarder = RunMonitor(run, loggers).tune_hooks()
         if job.resume_dir:
-            print(f"resuming {run.run_dir} from its latest checkpoint", file=sys.stderr)
             resume_all = tune.ResumeConfig(
                 finished=tune.ResumeConfig.ResumeType.RESUME,
                 unfinished=tune.ResumeConfig.ResumeType.RESUME,
                 errored=tune.ResumeConfig.ResumeType.RESUME,
             )
-            tuner = tune.Tuner.restore(str(run.run_dir), algo_config.algo_class, _resume_config=resume_all)
+            with progress.step(f"restoring {run.run_dir} from its latest checkpoint"):
+                tuner = tune.Tuner.restore(str(run.run_dir), algo_config.algo_class, _resume_config=resume_all)
         else:
             tuner = tune.Tuner(
                 algo_config.algo_class,
@@ -406,4 +412,31 @@ def finish(run: Run, num_env_runners: int, results: Any) -> int:
         status, code = "completed", 0
         print(f"run directory: {run.run_dir}")
     write_json(run.run_dir / RUN_FILE, job_record(run.job, num_env_runners, status))
+    plot_at_end(run.run_dir)
+    if run.job.json_summary:
+        print(json.dumps(summary(run, status)))
     return code
+
+
+def summary(run: Run, status: str) -> dict[str, Any]:
+    """The machine-readable end of a run (`--json`): where it is, how it ended, its last figures."""
+    from pong_train.loggers import METRICS_FILE, read_metrics
+
+    metrics = run.run_dir / METRICS_FILE
+    last = read_metrics(metrics)[-1] if metrics.exists() and read_metrics(metrics) else {}
+    checkpoints = sorted(run.run_dir.glob("*/checkpoint_*"))
+    keys = ("training_iteration", "episode_reward_mean", "episodes_total", "timesteps_total", "time_total_s")
+    return {"status": status, "run_dir": str(run.run_dir),
+            "checkpoint": str(checkpoints[-1]) if checkpoints else None, **{k: last.get(k) for k in keys}}
+
+
+def plot_at_end(run_dir: Path) -> None:
+    from pong_train.loggers import METRICS_FILE
+    from pong_train.plotting import plot_runs
+
+    if not (run_dir / METRICS_FILE).exists():
+        return
+    try:
+        print(f"learning curve: {plot_runs([run_dir], run_dir / 'curve.png')}")
+    except Exception as err:  # a plot must not turn a finished run into a failed one
+        print(f"warning: no learning curve plotted ({type(err).__name__}: {err})", file=sys.stderr)

@@ -59,7 +59,7 @@ def test_model_dim_reaches_the_env_and_picks_the_42_pixel_network():
     translated = cfg.translate({"model": {"dim": 42}}, "--config", [])
     algo = impala_config(job_for(**translated), 1)
     assert algo.env_config["dim"] == 42
-    assert algo.model_config["conv_filters"] == [[16, 4, 2], [32, 4, 2], [256, 11, 1]]
+    assert algo.model_config["conv_filters"] == [[16, 4, 2, "same"], [32, 4, 2, "same"], [256, 11, 1, "valid"]]
 
 
 def test_the_article_script_config_translates_completely():

@@ -83,7 +83,10 @@ def pong_train_launch(job: Job) -> int | None:
         return 0
     if opts.sdk == "v1":
         raise UsageError(f"{spec.V1_NOTICE}; use --dry-run to write its spec, or the default --azureml-sdk v2")
-    client = service.ml_client(opts)
+    from pong_train import progress
+
+    with progress.step("connecting to the Azure ML workspace"):
+        client = service.ml_client(opts)
     return submit_and_follow(job, opts, client)
 
 
@@ -100,7 +103,10 @@ def submit_and_follow(job: Job, opts: Any, client: Any) -> int:
     run_dir = make_run_dir(job)
     spec.write_dry_run(job, opts, vm_size, run_dir / "azureml")
     conda_file = run_dir / "azureml" / "environment.yaml"
-    created = service.submit(client, spec.command_job(job, opts, vm_size, conda_file))
+    from pong_train import progress
+
+    with progress.step("uploading the source and submitting the job"):
+        created = service.submit(client, spec.command_job(job, opts, vm_size, conda_file))
     (run_dir / "azureml" / "job-name.txt").write_text(created.name + "\n")
     if opts.no_wait:
         return 0
@@ -112,7 +118,9 @@ def pong_train_result_loggers(run: Run) -> list[ResultLogger]:
     if run.job.backend != NAME:
         return []
     from pong_train.loggers import METRICS_FILE, ConsoleLogger, JsonlLogger
-    from pong_train_azureml.in_job import MlflowLogger
+    from pong_train_mlflow import MlflowLogger, run_params
 
-    params = {"run": run.job.run, "env": run.job.env, **run.job.config.model_dump()}
-    return [ConsoleLogger(run.job.stop), JsonlLogger(run.run_dir / METRICS_FILE), MlflowLogger(params)]
+    loggers: list[ResultLogger] = [ConsoleLogger(run.job.stop), JsonlLogger(run.run_dir / METRICS_FILE)]
+    if parse_options(run.job.options).in_job:  # Azure ML points MLflow at the job's run
+        loggers.append(MlflowLogger(run_params(run), run.run_dir.name))
+    return loggers

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import os
 import socket
 import subprocess
@@ -13,15 +12,10 @@ import time
 from typing import Any
 
 from pong_train.errors import UsageError
-from pong_train.job import Job, ResultLogger
-from pong_train.metrics import ALIASES
+from pong_train.job import Job
 
 RAY_PORT = 6379
 NODES_TIMEOUT_S = 600
-
-# What goes to the Azure ML run each iteration: the article's names, RLlib's paths for them, and the losses.
-LOGGED_METRICS = (*ALIASES, *ALIASES.values(), "training_iteration", "time_total_s")
-LOSS_PREFIX = "learners/default_policy/"
 
 
 def rank() -> int:
@@ -111,27 +105,3 @@ def run_in_job(job: Job, launch: str, instance_count: int) -> int:
               file=sys.stderr)
     job.ray_address = address
     return run_training(job)
-
-
-class MlflowLogger(ResultLogger):
-    """Logs each result to the job's MLflow run (Azure ML sets MLFLOW_TRACKING_URI and MLFLOW_RUN_ID)."""
-
-    def __init__(self, params: dict[str, Any]) -> None:
-        import mlflow
-
-        self._mlflow = mlflow
-        run_id = os.environ.get("MLFLOW_RUN_ID")  # start_run() removes it from the environment
-        self._run = mlflow.start_run(run_id=run_id)
-        mlflow.log_params({k: v for k, v in params.items() if v is not None})
-
-    def log_result(self, row: dict[str, Any]) -> None:
-        metrics = {
-            name: float(value)
-            for name, value in row.items()
-            if (name in LOGGED_METRICS or (name.startswith(LOSS_PREFIX) and name.endswith("loss")))
-            and isinstance(value, (int, float)) and math.isfinite(value)
-        }
-        self._mlflow.log_metrics(metrics, step=int(row["training_iteration"]))
-
-    def close(self) -> None:
-        self._mlflow.end_run()

@@ -27,4 +27,7 @@ def pong_train_launch(job: Job) -> int | None:
 def pong_train_result_loggers(run: Run) -> list[ResultLogger]:
     if run.job.backend != NAME:
         return []
-    return [ConsoleLogger(run.job.stop), JsonlLogger(run.run_dir / METRICS_FILE)]
+    from pong_train import progress
+
+    console = [] if progress.quiet else [ConsoleLogger(run.job.stop)]
+    return [*console, JsonlLogger(run.run_dir / METRICS_FILE)]

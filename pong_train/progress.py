@@ -1,0 +1,29 @@
+"""Progress for the long steps (Ray start-up, restoring, submitting, evaluating): a spinner on a terminal,
+one line each elsewhere (CI logs, Azure ML logs)."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from typing import Iterator
+
+quiet = False
+"""Set by --quiet: no progress and no per-result lines, only errors and the final summary."""
+
+
+@contextlib.contextmanager
+def step(message: str) -> Iterator[None]:
+    if quiet:
+        yield
+        return
+    started = time.monotonic()
+    if sys.stderr.isatty():
+        from rich.console import Console
+
+        with Console(stderr=True).status(message):
+            yield
+    else:
+        print(f"{message} ...", file=sys.stderr, flush=True)
+        yield
+    print(f"{message}: done in {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)

@@ -1,0 +1,93 @@
+"""Around a run: the agent on video, learning curves, TensorBoard and MLflow, as a new user would try them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli, run_dirs
+from pong_train.loggers import read_metrics
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory) -> dict:
+    """One smoke run with --mlflow into a file store, shared by the checks below."""
+    root = tmp_path_factory.mktemp("around")
+    storage, mlruns = root / "runs", root / "mlruns"
+    proc = run_cli("--preset", "smoke", "--mlflow", f"file://{mlruns}", "--json", "--storage-path", str(storage),
+                   timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [run_dir] = run_dirs(storage)
+    return {"root": root, "run_dir": run_dir, "mlruns": mlruns, "stdout": proc.stdout}
+
+
+def test_evaluate_plays_the_last_checkpoint_and_writes_a_video_opencv_reads(smoke_run):
+    import cv2
+
+    [checkpoint] = sorted(smoke_run["run_dir"].glob("*/checkpoint_*"))[-1:]
+    video = smoke_run["root"] / "play.mp4"
+    proc = run_cli("evaluate", str(checkpoint), "--episodes", "1", "--video", str(video), "--seed", "1", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "1 episode(s): mean return" in proc.stdout
+    episode_return = float(proc.stdout.split("episode 1: return ")[1].split()[0])
+    assert -21 <= episode_return <= 21
+    capture = cv2.VideoCapture(str(video))
+    frames = 0
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames += 1
+        assert frame.shape == (210, 160, 3)
+    assert frames > 100  # a whole Pong game, one frame per agent step
+
+
+def test_plot_writes_a_readable_png_at_the_end_and_on_demand(smoke_run):
+    from PIL import Image
+
+    assert (smoke_run["run_dir"] / "curve.png").exists()  # made at the end of the run
+    out = smoke_run["root"] / "curve.png"
+    proc = run_cli("plot", str(smoke_run["run_dir"]), str(smoke_run["run_dir"]), "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    with Image.open(out) as image:
+        assert image.format == "PNG" and image.size[0] >= 800 and image.size[1] >= 300
+    bad = run_cli("plot", str(smoke_run["root"]))
+    assert bad.returncode == 2 and "no metrics.jsonl" in bad.stderr
+
+
+def test_mlflow_has_the_article_names_for_the_run(smoke_run, monkeypatch):
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 asks for this to read a file store
+    mlflow.set_tracking_uri(f"file://{smoke_run['mlruns']}")
+    runs = mlflow.search_runs(experiment_names=["pong-train"], output_format="list")
+    [run] = [r for r in runs if r.info.run_name == smoke_run["run_dir"].name]
+    rows = read_metrics(smoke_run["run_dir"] / "metrics.jsonl")
+    client = mlflow.MlflowClient()
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "episodes_total")] == [
+        r["training_iteration"] for r in rows]
+    assert run.data.metrics["episode_reward_mean"] == rows[-1]["episode_reward_mean"]
+    assert run.data.params["env"] == "PongNoFrameskip-v4"
+
+
+def test_tensorboard_reads_the_events_with_both_metric_names(smoke_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    [events] = smoke_run["run_dir"].glob("*/events.out.tfevents.*")
+    accumulator = EventAccumulator(str(events))
+    accumulator.Reload()
+    tags = accumulator.Tags()["scalars"]
+    assert "ray/tune/episode_reward_mean" in tags and "ray/tune/episodes_total" in tags
+    assert "ray/tune/env_runners/episode_return_mean" in tags
+    rows = read_metrics(smoke_run["run_dir"] / "metrics.jsonl")
+    assert accumulator.Scalars("ray/tune/episodes_total")[-1].value == rows[-1]["episodes_total"]
+
+
+def test_json_summary_is_the_last_line(smoke_run):
+    summary = json.loads(smoke_run["stdout"].strip().splitlines()[-1])
+    assert summary["status"] == "completed" and Path(summary["run_dir"]) == smoke_run["run_dir"]
+    assert summary["episode_reward_mean"] is not None and summary["training_iteration"] >= 2
