@@ -1,5 +1,5 @@
 """Progress for the long steps (Ray start-up, restoring, submitting, evaluating): a spinner on a terminal,
-one line each elsewhere (CI logs, Azure ML logs)."""
+a line when each is done elsewhere (CI logs, Azure ML logs)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ def step(message: str) -> Iterator[None]:
 
         with Console(stderr=True).status(message):
             yield
-    else:
-        print(f"{message} ...", file=sys.stderr, flush=True)
+    else:  # in a log, one line once the step is done (a failing step leaves only its error)
         yield
     print(f"{message}: done in {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
