@@ -6,6 +6,7 @@ import difflib
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 
 from pong_train.errors import UsageError
 
@@ -52,3 +53,58 @@ def make_env(env_config: dict[str, Any]) -> gym.Env:
         frameskip=env_config["frameskip"],
         framestack=env_config["framestack"] if env_config["framestack"] > 1 else None,
     )
+
+
+RLLIB_VECTOR_ENV_NAME = "pong_train_ale_vector"
+"""Name of the ale-py C++ vector env creator (RLlib's `vector_entry_point` mode)."""
+
+
+class AleVectorEnv(gym.vector.VectorEnv):
+    """All of an env runner's emulators stepped in ale-py's C++ vector env, preprocessing included.
+
+    The same preprocessing as `make_env` (grayscale, resize to `dim`, frame skip with max-pooling, 30
+    no-op starts, fire on reset, frame stack), done in C++ without Python per step; frames stay uint8
+    (the model scales them). Sticky actions and the action set are as the env id defines them.
+    """
+
+    def __init__(self, env_config: dict[str, Any], num_envs: int) -> None:
+        from ale_py.vector_env import AtariVectorEnv
+
+        _register_ale()
+        spec = gym.spec(env_config["id"]).kwargs
+        dim, stack = env_config["dim"], env_config["framestack"]
+        self._env = AtariVectorEnv(
+            spec["game"], num_envs, num_threads=1, img_height=dim, img_width=dim, grayscale=True,
+            stack_num=stack, frameskip=env_config["frameskip"], maxpool=True, noop_max=30, use_fire_reset=True,
+            repeat_action_probability=spec.get("repeat_action_probability", 0.0),
+            full_action_space=spec.get("full_action_space", False),
+            max_num_frames_per_episode=spec.get("max_num_frames_per_episode", 108000),
+            episodic_life=False, reward_clipping=False, autoreset_mode="NextStep",
+        )
+        self.num_envs = num_envs
+        self.single_action_space = self._env.single_action_space
+        self.action_space = self._env.action_space
+        self.single_observation_space = gym.spaces.Box(0, 255, (dim, dim, stack), np.uint8)
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
+        self.metadata = {**self._env.metadata, "autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}
+
+    @staticmethod
+    def _channels_last(frames: np.ndarray) -> np.ndarray:
+        # ale-py stacks as [B, stack, H, W]; RLlib's CNN encoder takes [B, H, W, C].
+        return np.ascontiguousarray(frames.transpose(0, 2, 3, 1))
+
+    def reset(self, *, seed: Any = None, options: Any = None) -> tuple[np.ndarray, dict]:
+        frames, info = self._env.reset(seed=seed, options=options)
+        return self._channels_last(frames), info
+
+    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+        frames, rewards, terminated, truncated, info = self._env.step(np.asarray(actions, dtype=np.int64))
+        return self._channels_last(frames), rewards.astype(np.float32), terminated, truncated, info
+
+    def close(self, **kwargs: Any) -> None:
+        self._env.close()
+
+
+def make_vector_env(env_config: dict[str, Any]) -> AleVectorEnv:
+    """RLlib's vector entry point: it passes the env runner's env count as `num_envs`."""
+    return AleVectorEnv(env_config, env_config.get("num_envs", 1))

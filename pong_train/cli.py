@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -233,6 +234,33 @@ def build_cli(pm: Any) -> click.Group:
 
         default = run_dirs[0] / "curve.png" if len(run_dirs) == 1 else Path("curves.png")
         click.echo(f"wrote {plot_runs(list(run_dirs), output or default)}")
+
+    @cli.command("bench")
+    @click.option("--seconds", default=30.0, show_default=True, type=click.FloatRange(min=1),
+                  help="Measured time of each end-to-end measurement.")
+    @click.option("--repeats", default=3, show_default=True, type=click.IntRange(min=1),
+                  help="Repeats of each measurement (medians are reported).")
+    @click.option("--tiny", is_flag=True, help="A few seconds, once: proves the bench works, measures nothing.")
+    @click.option("--storage-path", default=Path("runs"), show_default=True, type=click.Path(path_type=Path))
+    @click.option("--json", "as_json", is_flag=True, help="End with one JSON object on stdout.")
+    def bench(seconds: float, repeats: int, tiny: bool, storage_path: Path, as_json: bool) -> None:
+        """Measure the emulator limit, the sampling path, stock RLlib IMPALA and the default pipeline."""
+        from pong_train.bench import BenchSettings, run_bench, table
+        from pong_train.training import check_storage
+
+        check_storage(storage_path)
+        settings = BenchSettings(seconds=3 if tiny else seconds, repeats=1 if tiny else repeats)
+        if tiny:
+            settings.envs_per_runner = 4
+        out_dir = storage_path / time.strftime("bench_%Y%m%d-%H%M%S")
+        report = run_bench(settings, out_dir, say=lambda line: click.echo(line, err=True))
+        click.echo(table(report))
+        click.echo(f"written: {out_dir / 'bench.json'}, {out_dir / 'bench.png'}")
+        if as_json:
+            keys = ("ratio_vs_stock", "sampling_fraction_of_limit", "end_to_end_fraction_of_limit",
+                    "end_to_end_steps_per_s", "stock_steps_per_s", "sampling_steps_per_s", "limit_frames_per_s",
+                    "peak_rss_mb")
+            click.echo(json.dumps({k: report[k] for k in keys} | {"out_dir": str(out_dir)}))
 
     @cli.command("evaluate")
     @click.argument("checkpoint", type=click.Path(path_type=Path, file_okay=False))

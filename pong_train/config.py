@@ -22,8 +22,11 @@ class TrainConfig(BaseModel):
     num_env_runners: Optional[int] = Field(default=None, ge=0)
     """Env runner actors sampling in parallel (the article's `num_workers`). None: one per CPU of the
     Ray cluster, minus one for the learner."""
-    num_envs_per_env_runner: int = Field(default=16, ge=1)
+    num_envs_per_env_runner: int = Field(default=64, ge=1)
     """Pong emulators each env runner steps as one batch."""
+    vector_env: bool = True
+    """Step each env runner's emulators in ale-py's C++ vector env, preprocessing in C++ and uint8 frames
+    scaled inside the network; False uses RLlib's Python Atari wrappers, one gymnasium env each."""
     num_cpus_per_env_runner: float = Field(default=1, gt=0)
     """CPUs Ray reserves for each env runner."""
     rollout_fragment_length: int = Field(default=50, ge=1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import numbers
 from typing import Any
 
 from pong_train.errors import UsageError
@@ -64,8 +65,9 @@ def flatten(result: dict[str, Any], prefix: str = "") -> dict[str, float]:
             continue
         if isinstance(value, dict):
             flat.update(flatten(value, path + "/"))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            flat[path] = value
+        elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+            # RLlib reports some figures as numpy scalars (float32), which are not Python floats.
+            flat[path] = int(value) if isinstance(value, numbers.Integral) else float(value)
     return flat
 
 

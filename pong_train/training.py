@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -86,6 +87,8 @@ def connect_ray(job: Job) -> None:
             raise UsageError(f"--ray-address {job.ray_address}: cannot join the Ray cluster: {first}") from None
     else:
         warn_small_shared_memory()
+        # Ray starts its workers at nice 15: anything else on the machine then starves the emulators.
+        os.environ.setdefault("RAY_worker_niceness", "0")
         ray.init(
             num_cpus=os.cpu_count(),
             include_dashboard=job.dashboard,
@@ -160,11 +163,25 @@ def impala_config(job: Job, num_env_runners: int) -> Any:
     from ray.rllib.algorithms.impala import IMPALAConfig
     from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 
+    from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
     c = job.config
+    model_config = DefaultModelConfig(
+        conv_filters=[list(f) for f in c.conv_filters] if c.conv_filters else default_conv_filters(c.dim),
+        head_fcnet_hiddens=list(c.head_fcnet_hiddens),
+        vf_share_layers=c.vf_share_layers,
+    )
+    if c.vector_env:
+        from pong_train.model import Uint8FramesModule
+
+        env_name, vectorize = atari.RLLIB_VECTOR_ENV_NAME, "vector_entry_point"
+        module_spec = RLModuleSpec(module_class=Uint8FramesModule, model_config=dataclasses.asdict(model_config))
+    else:
+        env_name, vectorize, module_spec = atari.RLLIB_ENV_NAME, "sync", RLModuleSpec(model_config=model_config)
     return (
         IMPALAConfig()
         .environment(
-            atari.RLLIB_ENV_NAME,
+            env_name,
             env_config={"id": job.env, "dim": c.dim, "framestack": c.framestack, "frameskip": c.frameskip},
             clip_rewards=c.clip_rewards,
         )
@@ -173,6 +190,7 @@ def impala_config(job: Job, num_env_runners: int) -> Any:
             num_envs_per_env_runner=c.num_envs_per_env_runner,
             num_cpus_per_env_runner=c.num_cpus_per_env_runner,
             rollout_fragment_length=c.rollout_fragment_length,
+            gym_env_vectorize_mode=vectorize,
             # While every remote env runner is down (being replaced), the algorithm samples itself.
             create_env_on_local_worker=c.restart_failed_env_runners,
         )
@@ -187,23 +205,21 @@ def impala_config(job: Job, num_env_runners: int) -> Any:
             grad_clip=c.grad_clip,
             num_gpu_loader_threads=c.num_gpu_loader_threads,
         )
-        .rl_module(
-            model_config=DefaultModelConfig(
-                conv_filters=[list(f) for f in c.conv_filters] if c.conv_filters else default_conv_filters(c.dim),
-                head_fcnet_hiddens=list(c.head_fcnet_hiddens),
-                vf_share_layers=c.vf_share_layers,
-            )
-        )
+        .rl_module(rl_module_spec=module_spec)
         .reporting(min_time_s_per_iteration=c.min_time_s_per_iteration)
         .fault_tolerance(restart_failed_env_runners=c.restart_failed_env_runners)
         .debugging(seed=c.seed)
-        .callbacks(on_algorithm_init=_record_placement, on_train_result=_report_placement)
+        .callbacks(on_algorithm_init=_on_algorithm_init, on_train_result=_on_train_result)
     )
 
 
-def _record_placement(algorithm: Any, **_: Any) -> None:
+def _on_algorithm_init(algorithm: Any, **_: Any) -> None:
     """Runs in the algorithm's process: note which Ray node each env runner lives on."""
     import ray
+    import torch
+
+    # The local learner trains here; a second torch thread only contends with the env runners.
+    torch.set_num_threads(1)
 
     def where(_runner: Any) -> dict[str, Any]:
         return {"node_id": ray.get_runtime_context().get_node_id(), "ip": ray.util.get_node_ip_address(),
@@ -217,7 +233,7 @@ def _record_placement(algorithm: Any, **_: Any) -> None:
     }
 
 
-def _report_placement(algorithm: Any, result: dict, **_: Any) -> None:
+def _on_train_result(algorithm: Any, result: dict, **_: Any) -> None:
     """Runs in the algorithm's process: the article's metric names join RLlib's in every result, so Tune's
     files and TensorBoard carry both."""
     rows = algorithm.__dict__.setdefault("_pong_train_rows", ResultRows())
@@ -345,6 +361,7 @@ def run_training(job: Job) -> int:
 
     if not job.debug:
         logging.getLogger("ray").setLevel(logging.ERROR)
+        logging.getLogger("ray.rllib").setLevel(logging.ERROR)
     with progress.step("joining the Ray cluster" if job.ray_address else "starting an embedded Ray cluster"):
         connect_ray(job)
     try:
@@ -356,6 +373,7 @@ def run_training(job: Job) -> int:
         run = Run(job=job, run_dir=job.resume_dir or make_run_dir(job))
         write_json(run.run_dir / RUN_FILE, job_record(job, num_env_runners, "running"))
         tune.register_env(atari.RLLIB_ENV_NAME, atari.make_env)
+        tune.register_env(atari.RLLIB_VECTOR_ENV_NAME, atari.make_vector_env)
         loggers = [logger for found in job.hook.pong_train_result_loggers(run=run) for logger in found]
         stopper, forwarder = RunMonitor(run, loggers).tune_hooks()
         if job.resume_dir:

@@ -9,3 +9,5 @@ python3 -m venv .venv
 .venv/bin/python -m pip install --quiet -c constraints.txt torch==2.13.0
 extras=$(IFS=,; echo "$*")
 .venv/bin/python -m pip install --quiet -c constraints.txt -e ".${extras:+[$extras]}"
+# The dev set-up also installs the example third-party backend, as a plugin author would install theirs.
+case ",$extras," in *,dev,*) .venv/bin/python -m pip install --quiet -c constraints.txt ./examples/pong-train-example-backend ;; esac

@@ -59,7 +59,16 @@ def test_model_dim_reaches_the_env_and_picks_the_42_pixel_network():
     translated = cfg.translate({"model": {"dim": 42}}, "--config", [])
     algo = impala_config(job_for(**translated), 1)
     assert algo.env_config["dim"] == 42
-    assert algo.model_config["conv_filters"] == [[16, 4, 2, "same"], [32, 4, 2, "same"], [256, 11, 1, "valid"]]
+    assert algo.rl_module_spec.model_config["conv_filters"] == [
+        [16, 4, 2, "same"], [32, 4, 2, "same"], [256, 11, 1, "valid"]]
+
+
+def test_default_pipeline_is_the_vector_env_and_the_wrappers_stay_available():
+    fast = impala_config(job_for(), 1)
+    assert fast.env == "pong_train_ale_vector" and fast.gym_env_vectorize_mode == "vector_entry_point"
+    assert fast.rl_module_spec.module_class.__name__ == "Uint8FramesModule"
+    wrappers = impala_config(job_for(vector_env=False), 1)
+    assert wrappers.env == "pong_train_atari"
 
 
 def test_the_article_script_config_translates_completely():

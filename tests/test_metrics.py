@@ -61,3 +61,11 @@ def test_stop_criteria_compare_on_either_name():
     assert reached({"episode_reward_mean": 18}, row) == ["episode_reward_mean"]
     assert reached({"env_runners/num_episodes_lifetime": 6, "training_iteration": 3}, row) == ["training_iteration"]
     assert reached({"episode_reward_mean": 20}, row) == []
+
+
+def test_numpy_scalars_count_as_numbers():
+    import numpy as np
+
+    row = ResultRows().row(rllib_result(1, np.int64(3), np.int64(900), np.float32(-20.5)))
+    assert row["episode_reward_mean"] == -20.5 and type(row["episode_reward_mean"]) is float
+    assert row["episodes_total"] == 3 and type(row["episodes_total"]) is int

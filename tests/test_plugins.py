@@ -170,6 +170,7 @@ def test_every_hook_is_documented(hook):
         assert part in doc, f"{hook} docstring lacks {part!r}"
     assert ("first non-None result" in doc) == bool(getattr(hookspecs, hook).pong_train_spec.get("firstresult"))
     assert hook in (REPO / "README.md").read_text(), f"{hook} is not in the README"
+    assert f"### `{hook}(" in (REPO / "docs" / "plugins.md").read_text(), f"{hook} has no section in docs/plugins.md"
 
 
 @pytest.mark.parametrize("hook", HOOKS)

@@ -1,0 +1,241 @@
+"""`pong-train bench`: the emulator's limit, the sampling path, stock RLlib IMPALA and the default pipeline,
+measured side by side on this machine, repeated, reported as medians and ratios."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from pong_train import atari
+from pong_train.config import TrainConfig
+from pong_train.job import Job
+
+FRAMESKIP = 4
+
+
+@dataclasses.dataclass
+class BenchSettings:
+    seconds: float = 30.0
+    """Measured time of each end-to-end measurement (after a warm-up iteration)."""
+    repeats: int = 3
+    """Times each measurement is repeated; medians are reported."""
+    cores: int = os.cpu_count() or 1
+    env: str = "PongNoFrameskip-v4"
+    envs_per_runner: int = 64
+
+
+def ray_session(cores: int) -> Any:
+    import logging
+
+    import ray
+
+    logging.getLogger("ray").setLevel(logging.ERROR)
+    os.environ.setdefault("RAY_worker_niceness", "0")
+    ray.init(address="local", num_cpus=cores, include_dashboard=False, log_to_driver=False,
+             logging_level="ERROR")
+    return ray
+
+
+def session_rss_mb() -> float:
+    """Resident memory of this process and every Ray process of this session."""
+    import psutil
+
+    me = psutil.Process()
+    processes = [me, *me.children(recursive=True)]
+    total = 0
+    for proc in processes:
+        try:
+            total += proc.memory_info().rss
+        except psutil.Error:
+            continue
+    return total / 2**20
+
+
+def emulator_limit(settings: BenchSettings) -> dict[str, float]:
+    """(a) ale-py's C++ vector env with its preprocessing, random actions, one thread per core."""
+    from ale_py.vector_env import AtariVectorEnv
+
+    atari._register_ale()
+    import gymnasium as gym
+
+    game = gym.spec(settings.env).kwargs["game"]
+    env = AtariVectorEnv(game, settings.cores * 16, num_threads=settings.cores, img_height=42, img_width=42,
+                         frameskip=FRAMESKIP, reward_clipping=False)
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    steps, started = 0, time.perf_counter()
+    while time.perf_counter() - started < max(2.0, settings.seconds / 3):
+        env.step(rng.integers(0, env.single_action_space.n, env.num_envs))
+        steps += env.num_envs
+    elapsed = time.perf_counter() - started
+    env.close()
+    return {"steps_per_s": steps / elapsed, "frames_per_s": steps * FRAMESKIP / elapsed}
+
+
+def default_job(settings: BenchSettings, **config: Any) -> Job:
+    fields = {"num_envs_per_env_runner": settings.envs_per_runner, "min_time_s_per_iteration": 5, **config}
+    return Job(backend="local", run="IMPALA", env=settings.env, config=TrainConfig(**fields), stop={},
+               storage_path=Path("."))
+
+
+def sampling_path(settings: BenchSettings) -> dict[str, float]:
+    """(b) the default pipeline's env runners alone, one per core, sampling with the real policy."""
+    from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
+
+    from pong_train.training import impala_config
+
+    ray = ray_session(settings.cores)
+    try:
+        register_envs()
+        config = impala_config(default_job(settings), settings.cores)
+        runner_cls = ray.remote(num_cpus=1)(SingleAgentEnvRunner)
+        runners = [runner_cls.remote(config=config, worker_index=i + 1) for i in range(settings.cores)]
+        chunk = settings.envs_per_runner * 50
+        ray.get([r.sample.remote(num_timesteps=chunk) for r in runners])  # warm-up
+        steps, started = 0, time.perf_counter()
+        while time.perf_counter() - started < max(2.0, settings.seconds / 3):
+            episodes = ray.get([r.sample.remote(num_timesteps=chunk) for r in runners])
+            steps += sum(len(e) for batch in episodes for e in batch)
+        elapsed = time.perf_counter() - started
+        return {"steps_per_s": steps / elapsed, "frames_per_s": steps * FRAMESKIP / elapsed,
+                "peak_rss_mb": session_rss_mb()}
+    finally:
+        ray.shutdown()
+
+
+def register_envs() -> None:
+    from ray import tune
+
+    tune.register_env(atari.RLLIB_ENV_NAME, atari.make_env)
+    tune.register_env(atari.RLLIB_VECTOR_ENV_NAME, atari.make_vector_env)
+
+
+def stock_config(settings: BenchSettings) -> Any:
+    """(c) RLlib IMPALA as it comes: RLlib's Atari wrapper and default network for 42-pixel frames, the
+    article's settings (fragments of 50, one env runner per spare core) and RLlib's other defaults."""
+    from ray.rllib.algorithms.impala import IMPALAConfig
+    from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
+    from ray.rllib.models.utils import get_filter_config
+
+    return (
+        IMPALAConfig()
+        .environment(atari.RLLIB_ENV_NAME, env_config={"id": settings.env, "dim": 42, "framestack": 4,
+                                                       "frameskip": FRAMESKIP}, clip_rewards=True)
+        .env_runners(num_env_runners=max(1, settings.cores - 1), num_envs_per_env_runner=16,
+                     rollout_fragment_length=50)
+        .learners(num_learners=0)
+        .rl_module(model_config=DefaultModelConfig(conv_filters=get_filter_config((42, 42, 4)),
+                                                   vf_share_layers=True))
+        .reporting(min_time_s_per_iteration=5)
+    )
+
+
+def end_to_end(settings: BenchSettings, make_config: Callable[[], Any]) -> dict[str, float]:
+    """Build the algorithm, train for `settings.seconds` after a warm-up, count env steps and trained steps."""
+    ray = ray_session(settings.cores)
+    try:
+        register_envs()
+        algo = make_config().build_algo()
+        try:
+            first = algo.train()
+            started, peak = time.perf_counter(), session_rss_mb()
+            last = first
+            while time.perf_counter() - started < settings.seconds:
+                last = algo.train()
+                peak = max(peak, session_rss_mb())
+            elapsed = time.perf_counter() - started
+
+            def sampled(result: dict) -> float:
+                return float(result["env_runners"].get("num_env_steps_sampled_lifetime", 0))
+
+            def trained(result: dict) -> float:
+                return float(result.get("learners", {}).get("__all_modules__", {}).get(
+                    "num_env_steps_trained_lifetime", 0))
+
+            steps = sampled(last) - sampled(first)
+            return {"steps_per_s": steps / elapsed, "frames_per_s": steps * FRAMESKIP / elapsed,
+                    "trained_steps_per_s": (trained(last) - trained(first)) / elapsed, "peak_rss_mb": peak}
+        finally:
+            algo.stop()
+    finally:
+        ray.shutdown()
+
+
+def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+
+
+def run_bench(settings: BenchSettings, out_dir: Path, say: Callable[[str], None] = print) -> dict[str, Any]:
+    from pong_train.training import impala_config
+
+    measured: dict[str, list[dict[str, float]]] = {"limit": [], "sampling": [], "stock": [], "default": []}
+    for repeat in range(settings.repeats):
+        say(f"repeat {repeat + 1}/{settings.repeats}")
+        # Interleaved, so that noise from the rest of the machine falls on every measurement alike.
+        measured["limit"].append(emulator_limit(settings))
+        measured["sampling"].append(sampling_path(settings))
+        measured["stock"].append(end_to_end(settings, lambda: stock_config(settings)))
+        measured["default"].append(end_to_end(settings, lambda: impala_config(
+            default_job(settings), max(1, settings.cores - 1))))
+        for name, runs in measured.items():
+            say(f"  {name:<9} {runs[-1]['steps_per_s']:>9,.0f} agent steps/s  {runs[-1]['frames_per_s']:>9,.0f} frames/s")
+    medians = {name: median_of(runs) for name, runs in measured.items()}
+    report = {
+        "ratio_vs_stock": medians["default"]["steps_per_s"] / medians["stock"]["steps_per_s"],
+        "sampling_fraction_of_limit": medians["sampling"]["frames_per_s"] / medians["limit"]["frames_per_s"],
+        "end_to_end_fraction_of_limit": medians["default"]["frames_per_s"] / medians["limit"]["frames_per_s"],
+        "end_to_end_steps_per_s": medians["default"]["steps_per_s"],
+        "stock_steps_per_s": medians["stock"]["steps_per_s"],
+        "sampling_steps_per_s": medians["sampling"]["steps_per_s"],
+        "limit_frames_per_s": medians["limit"]["frames_per_s"],
+        "peak_rss_mb": {name: m.get("peak_rss_mb") for name, m in medians.items() if "peak_rss_mb" in m},
+        "medians": medians,
+        "runs": measured,
+        "settings": dataclasses.asdict(settings),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    chart(medians, out_dir / "bench.png")
+    return report
+
+
+def chart(medians: dict[str, dict[str, float]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = {"limit": "(a) emulator limit", "sampling": "(b) sampling path", "stock": "(c) stock RLlib IMPALA",
+              "default": "(d) pong-train default"}
+    fig, axes = plt.subplots(figsize=(8, 3.5))
+    names = list(labels)
+    values = [medians[n]["frames_per_s"] for n in names]
+    axes.barh([labels[n] for n in names], values, color=["grey", "tab:blue", "tab:red", "tab:green"])
+    for y, value in enumerate(values):
+        axes.text(value, y, f" {value:,.0f}", va="center")
+    axes.set_xlabel("emulator frames per second (agent steps x 4), median")
+    axes.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def table(report: dict[str, Any]) -> str:
+    m = report["medians"]
+    lines = [f"{'':<28}{'agent steps/s':>15}{'frames/s':>12}{'peak RSS MB':>13}"]
+    for name, label in (("limit", "(a) emulator limit"), ("sampling", "(b) sampling path"),
+                        ("stock", "(c) stock RLlib IMPALA"), ("default", "(d) pong-train default")):
+        rss = m[name].get("peak_rss_mb")
+        lines.append(f"{label:<28}{m[name]['steps_per_s']:>15,.0f}{m[name]['frames_per_s']:>12,.0f}"
+                     f"{'' if rss is None else f'{rss:,.0f}':>13}")
+    lines.append(f"(d)/(c) end to end vs stock:      {report['ratio_vs_stock']:.2f}x")
+    lines.append(f"(b)/(a) sampling vs the limit:    {report['sampling_fraction_of_limit']:.2f}")
+    lines.append(f"(d)/(a) end to end vs the limit:  {report['end_to_end_fraction_of_limit']:.2f}")
+    return "\n".join(lines)
