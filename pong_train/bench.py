@@ -144,16 +144,19 @@ def end_to_end(settings: BenchSettings, make_config: Callable[[], Any]) -> dict[
         register_envs()
         algo = make_config().build_algo()
         try:
-            first = algo.train()
-            started, peak = time.perf_counter(), session_rss_mb()
-            last = first
-            while time.perf_counter() - started < settings.seconds:
-                last = algo.train()
-                peak = max(peak, session_rss_mb())
-            elapsed = time.perf_counter() - started
-
             def sampled(result: dict) -> float:
                 return float(result["env_runners"].get("num_env_steps_sampled_lifetime", 0))
+
+            first = algo.train()
+            started, peak = time.perf_counter(), session_rss_mb()
+            last, iterations = first, 0
+            # At least the asked-for time and two iterations that sampled something (at most 20 iterations).
+            while iterations < 20 and (time.perf_counter() - started < settings.seconds or iterations < 2
+                                       or sampled(last) <= sampled(first)):
+                last = algo.train()
+                iterations += 1
+                peak = max(peak, session_rss_mb())
+            elapsed = time.perf_counter() - started
 
             def trained(result: dict) -> float:
                 return float(result.get("learners", {}).get("__all_modules__", {}).get(

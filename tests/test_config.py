@@ -144,6 +144,12 @@ def test_training_args_are_kept_exactly_as_given():
     assert resolve(args).train_args == args
 
 
+def test_fast_gpu_preset_asks_for_a_gpu_learner():
+    job = resolve(["--preset", "fast-gpu"])
+    assert job.config.num_gpus_per_learner == 1 and job.config.num_envs_per_env_runner == 64
+    assert job.stop == {"episode_reward_mean": 18.0}
+
+
 def test_seed_preset_is_the_article_translated():
     job = resolve(["--preset", "seed"])
     assert job.config.num_gpus_per_learner == 1 and job.config.num_env_runners == 13
