@@ -441,7 +441,8 @@ def summary(run: Run, status: str) -> dict[str, Any]:
     from pong_train.loggers import METRICS_FILE, read_metrics
 
     metrics = run.run_dir / METRICS_FILE
-    last = read_metrics(metrics)[-1] if metrics.exists() and read_metrics(metrics) else {}
+    rows = read_metrics(metrics) if metrics.exists() else []
+    last = rows[-1] if rows else {}
     checkpoints = sorted(run.run_dir.glob("*/checkpoint_*"))
     keys = ("training_iteration", "episode_reward_mean", "episodes_total", "timesteps_total", "time_total_s")
     return {"status": status, "run_dir": str(run.run_dir),

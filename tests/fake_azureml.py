@@ -3,7 +3,7 @@
 Every request is recorded in `FakeAzureMLTransport.requests` as (method, url, json body); the number of
 requests is capped, so a client loop that never ends fails instead of hanging.
 """
-import io, json, re, time, datetime, hashlib
+import io, json, re, time, datetime
 from urllib.parse import urlparse, parse_qs
 import requests
 from urllib3.response import HTTPResponse as U3Response

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from conftest import assert_one_line_error, run_cli, run_dirs
+from conftest import assert_one_line_error, run_cli
 
 ARTICLE_CONFIG = '{"num_gpus": 1, "num_workers": 13}'
 ARTICLE_STOP = '{"episode_reward_mean": 18, "time_total_s": 3600}'

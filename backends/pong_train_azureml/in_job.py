@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any
 
 from pong_train.errors import UsageError
 from pong_train.job import Job
