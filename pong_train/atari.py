@@ -55,6 +55,38 @@ def make_env(env_config: dict[str, Any]) -> gym.Env:
     )
 
 
+def make_frames_env(env_config: dict[str, Any]) -> gym.Env:
+    """One env that sees what `AleVectorEnv` shows a policy, for playing a policy trained on it.
+
+    gymnasium's Atari preprocessing (grayscale, area resize, frame skip with max-pooling, no-op starts),
+    fire on reset and a frame stack, frames uint8 and channels last, as ale-py's C++ vector env makes
+    them; unlike that env it renders, so episodes can be recorded.
+    """
+    _register_ale()
+    spec = gym.spec(env_config["id"]).kwargs
+    env = gym.make(env_config["id"], frameskip=1, render_mode=env_config.get("render_mode"),
+                   repeat_action_probability=spec.get("repeat_action_probability", 0.0))
+    env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=env_config["frameskip"],
+                                          screen_size=env_config["dim"], grayscale_obs=True)
+    env = FireOnReset(env)
+    env = gym.wrappers.FrameStackObservation(env, env_config["framestack"])
+    return gym.wrappers.TransformObservation(
+        env, lambda frames: np.ascontiguousarray(np.moveaxis(frames, 0, -1)),
+        gym.spaces.Box(0, 255, (env_config["dim"], env_config["dim"], env_config["framestack"]), np.uint8))
+
+
+class FireOnReset(gym.Wrapper):
+    """Press FIRE after each reset, as ale-py's vector env does, for games that wait for it."""
+
+    def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict]:
+        obs, info = self.env.reset(**kwargs)
+        if "FIRE" in self.env.unwrapped.get_action_meanings():
+            obs, _, terminated, truncated, info = self.env.step(1)
+            if terminated or truncated:
+                obs, info = self.env.reset(**kwargs)
+        return obs, info
+
+
 RLLIB_VECTOR_ENV_NAME = "pong_train_ale_vector"
 """Name of the ale-py C++ vector env creator (RLlib's `vector_entry_point` mode)."""
 

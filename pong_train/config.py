@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pong_train.errors import UsageError
 
@@ -32,7 +32,12 @@ class TrainConfig(BaseModel):
     rollout_fragment_length: int = Field(default=50, ge=1)
     """Agent steps each env sends per sample (the article's `sample_batch_size`)."""
     train_batch_size_per_learner: int = Field(default=500, ge=1)
-    """Agent steps per gradient update on each learner (the article's `train_batch_size`)."""
+    """Agent steps per gradient update on each learner (the article's `train_batch_size`). What an env
+    runner returns at once (its emulators x `rollout_fragment_length` steps, 3,200 by default) is
+    trained in consecutive slices of this size, rounded down to whole fragments."""
+    minibatch_size: Optional[int] = Field(default=None, ge=1)
+    """Agent steps per gradient update when it should differ from `train_batch_size_per_learner`: a
+    multiple of `rollout_fragment_length`, at most `train_batch_size_per_learner`."""
     num_epochs: int = Field(default=1, ge=1)
     """Passes over each train batch (the article's `num_sgd_iter`)."""
     num_learners: int = Field(default=0, ge=0)
@@ -49,6 +54,13 @@ class TrainConfig(BaseModel):
     """Weight of the entropy bonus."""
     vf_loss_coeff: float = Field(default=0.5, ge=0)
     """Weight of the value-function loss."""
+    normalize_advantages: bool = False
+    """Scale each update's V-trace advantages to mean 0 and standard deviation 1, as PPO does, so the
+    entropy bonus weighs the same against the policy gradient whatever the rewards' size (with
+    `bootstrap_fragments` only; no faster on Pong in docs/learning.md, so off)."""
+    bootstrap_fragments: bool = True
+    """V-trace bootstraps from the value at the end of each rollout fragment (pong_train.learner);
+    False keeps RLlib 2.60's loss, which cuts every value target off at the fragment's end."""
     grad_clip: float = Field(default=40.0, gt=0)
     """Global-norm gradient clipping."""
     dim: int = Field(default=42, ge=10)
@@ -72,6 +84,26 @@ class TrainConfig(BaseModel):
     """Replace an env runner that dies instead of failing the run."""
     seed: Optional[int] = None
     """Seed for the env runners and learners; None leaves runs random."""
+
+
+    @model_validator(mode="after")
+    def _minibatch_fits(self) -> "TrainConfig":
+        if self.minibatch_size is not None and (
+            self.minibatch_size % self.rollout_fragment_length or self.minibatch_size > self.train_batch_size_per_learner
+        ):
+            raise ValueError(
+                f"minibatch_size={self.minibatch_size} must be a multiple of rollout_fragment_length="
+                f"{self.rollout_fragment_length} and at most train_batch_size_per_learner="
+                f"{self.train_batch_size_per_learner}"
+            )
+        return self
+
+    def update_size(self) -> int:
+        """Agent steps per gradient update: `minibatch_size`, or the train batch in whole fragments."""
+        if self.minibatch_size is not None:
+            return self.minibatch_size
+        fragments = max(1, self.train_batch_size_per_learner // self.rollout_fragment_length)
+        return fragments * self.rollout_fragment_length
 
 
 def field_names() -> list[str]:
@@ -248,6 +280,8 @@ def build_config(layers: list[dict[str, Any]]) -> TrainConfig:
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
+        if not where:  # a rule over several keys
+            raise UsageError(f"config: {first['msg'].removeprefix('Value error, ')}") from None
         raise UsageError(f"config key '{where}': {first['msg']} (got {json.dumps(first.get('input'), default=str)})") from None
 
 

@@ -25,13 +25,23 @@ def find_checkpoint(path: Path) -> Path:
     return max((p.parents[3] for p in found), key=lambda c: (c.stat().st_mtime, c.name))
 
 
-def env_config_of(checkpoint: Path) -> dict[str, Any]:
-    """The env settings the checkpoint was trained with, from Tune's params.json beside it."""
+def trained_env_of(checkpoint: Path) -> tuple[str, dict[str, Any]]:
+    """The registered env name and env settings the checkpoint was trained with, from Tune's params.json."""
     params = checkpoint.parent / "params.json"
     try:
-        return json.loads(params.read_text())["env_config"]
+        data = json.loads(params.read_text())
+        return data["env"], data["env_config"]
     except (OSError, KeyError, ValueError):
         raise UsageError(f"{checkpoint}: cannot read the env settings from {params}") from None
+
+
+def make_play_env(checkpoint: Path, render: bool) -> Any:
+    """An env whose frames look like the ones the policy was trained on."""
+    env_name, env_config = trained_env_of(checkpoint)
+    env_config = {**env_config, "render_mode": "rgb_array" if render else None}
+    if env_name == atari.RLLIB_VECTOR_ENV_NAME:
+        return atari.make_frames_env(env_config)
+    return atari.make_env(env_config)
 
 
 def play(checkpoint_path: Path, episodes: int, video: Path | None, explore: bool, seed: int | None) -> list[float]:
@@ -41,7 +51,7 @@ def play(checkpoint_path: Path, episodes: int, video: Path | None, explore: bool
 
     torch.set_num_threads(1)  # one frame at a time gains nothing from threads, and spinning ones hurt when busy
     checkpoint = find_checkpoint(checkpoint_path)
-    env = atari.make_env({**env_config_of(checkpoint), "render_mode": "rgb_array" if video else None})
+    env = make_play_env(checkpoint, render=video is not None)
     module = RLModule.from_checkpoint(checkpoint / MODULE_PATH)
     module.eval()
     writer = VideoWriter(video) if video else None

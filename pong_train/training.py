@@ -165,6 +165,8 @@ def impala_config(job: Job, num_env_runners: int) -> Any:
 
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
+    from pong_train.learner import BootstrappingIMPALALearner
+
     c = job.config
     model_config = DefaultModelConfig(
         conv_filters=[list(f) for f in c.conv_filters] if c.conv_filters else default_conv_filters(c.dim),
@@ -194,10 +196,16 @@ def impala_config(job: Job, num_env_runners: int) -> Any:
             # While every remote env runner is down (being replaced), the algorithm samples itself.
             create_env_on_local_worker=c.restart_failed_env_runners,
         )
-        .learners(num_learners=c.num_learners, num_gpus_per_learner=c.num_gpus_per_learner)
+        .learners(
+            num_learners=c.num_learners,
+            num_gpus_per_learner=c.num_gpus_per_learner,
+            learner_class=BootstrappingIMPALALearner if c.bootstrap_fragments else None,
+            learner_config_dict={"normalize_advantages": c.normalize_advantages},
+        )
         .training(
             train_batch_size_per_learner=c.train_batch_size_per_learner,
             num_epochs=c.num_epochs,
+            minibatch_size=c.update_size(),
             lr=c.lr,
             gamma=c.gamma,
             entropy_coeff=c.entropy_coeff,
@@ -233,13 +241,24 @@ def _on_algorithm_init(algorithm: Any, **_: Any) -> None:
     }
 
 
+def rss_mb() -> float:
+    """Resident memory of the calling process, in MiB."""
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
 def _on_train_result(algorithm: Any, result: dict, **_: Any) -> None:
     """Runs in the algorithm's process: the article's metric names join RLlib's in every result, so Tune's
-    files and TensorBoard carry both."""
+    files and TensorBoard carry both; so does the memory of the learner's and each env runner's process."""
     rows = algorithm.__dict__.setdefault("_pong_train_rows", ResultRows())
     row = rows.row(result)
     result.update({alias: row[alias] for alias in ALIASES if row[alias] is not None})
     result["placement"] = getattr(algorithm, "_pong_train_placement", {})
+    group = algorithm.env_runner_group
+    runners = group.foreach_env_runner(lambda _runner: rss_mb(), local_env_runner=False,
+                                       timeout_seconds=10) if group.num_remote_env_runners() else []
+    result["rss_mb"] = {"learner": rss_mb(), **{f"env_runner_{i}": mb for i, mb in enumerate(runners, 1)}}
 
 
 # State of the run this process drives, kept outside the Tune stopper and callback: Tune pickles those
@@ -268,6 +287,7 @@ class RunMonitor:
 
     def on_result(self, trial_id: str, result: dict) -> None:
         row = self.latest.pop(trial_id, None) or self.rows.row(result)
+        row["rss_mb/driver"] = rss_mb()
         placement = result.get("placement")
         if placement:
             write_json(Path(self.run_dir) / "placement.json", placement)

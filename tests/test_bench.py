@@ -23,3 +23,29 @@ def test_tiny_bench_reports_every_figure_and_writes_its_files(tmp_path):
     assert saved["ratio_vs_stock"] == report["ratio_vs_stock"] and len(saved["runs"]["stock"]) == 1
     assert (tmp_path / report["out_dir"].split("/")[-1] / "bench.png").stat().st_size > 1000
     assert "(d)/(c) end to end vs stock" in proc.stdout
+
+
+def test_learning_bench_trains_each_setting_and_reports_curves_milestones_and_memory(tmp_path):
+    """Two settings, one seed, a few thousand steps: each run goes through the real command, and the
+    report carries its curve, milestones and per-process memory."""
+    proc = run_cli("bench", "--learning", "--setting", "default", "--setting", 'small-updates={"minibatch_size": 100}',
+                   "--seeds", "1", "--steps", "4000", "--json", "--storage-path", str(tmp_path), timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert [run["setting"] for run in summary["runs"]] == ["default", "small-updates"]
+    out_dir = tmp_path / summary["out_dir"].split("/")[-1]
+    report = json.loads((out_dir / "learning.json").read_text())
+    for run in report["runs"]:
+        assert run["steps"] >= 4000 and run["curve"], run["setting"]
+        assert set(run["milestones"]) == {"-15.0", "0.0", "10.0", "18.0"}
+        assert {"driver", "learner", "env_runner_1"} <= set(run["memory_mb"])
+        assert all(entry["peak"] > 50 for entry in run["memory_mb"].values())
+    assert report["runs"][1]["config"] == {"minibatch_size": 100}
+    assert (out_dir / "learning.png").stat().st_size > 1000
+
+
+def test_learning_bench_refuses_an_unknown_setting_in_one_line(tmp_path):
+    from conftest import assert_one_line_error
+
+    proc = run_cli("bench", "--learning", "--setting", "fastest", "--storage-path", str(tmp_path), timeout=120)
+    assert_one_line_error(proc, "fastest", "python-wrappers")

@@ -1,0 +1,175 @@
+"""`pong-train bench --learning`: named settings trained one after another for the same budget of agent
+steps, each as the `pong-train` command would run it; curves, milestones and memory compared."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from pong_train.errors import UsageError
+from pong_train.loggers import METRICS_FILE, read_metrics
+
+SETTINGS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "python-wrappers": {"vector_env": False},
+    "rllib-loss": {"bootstrap_fragments": False},
+}
+"""Settings known by name; anything else is given as NAME=JSON (config keys, as for --config)."""
+
+DEFAULT_SETTINGS = ("default", "python-wrappers")
+"""Learning parity: the C++ vector env against RLlib's Python Atari wrappers, same network and settings."""
+
+MILESTONES = (-15.0, 0.0, 10.0, 18.0)
+"""Levels of episode_reward_mean whose first crossing is reported."""
+
+MEMORY_SETTLED_S = 600
+"""Memory growth is measured from the first result after this many seconds of training."""
+
+
+def parse_setting(text: str) -> tuple[str, dict[str, Any]]:
+    """`NAME` of a known setting, or `NAME=JSON` with config keys."""
+    name, sep, raw = text.partition("=")
+    if not sep:
+        if name not in SETTINGS:
+            raise UsageError(f"--setting '{name}' is not a known setting ({', '.join(SETTINGS)}); "
+                             "give NAME=JSON for your own")
+        return name, SETTINGS[name]
+    try:
+        config = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise UsageError(f"--setting {name}: not valid JSON ({err.msg} at column {err.colno})") from None
+    if not isinstance(config, dict) or not name:
+        raise UsageError(f"--setting must be NAME or NAME=JSON-object, got '{text}'")
+    return name, config
+
+
+def train_once(name: str, config: dict[str, Any], seed: int, steps: int, minutes: float | None, out_dir: Path,
+               env: str) -> Path:
+    """One training run through the `pong-train` command itself; returns its run directory."""
+    stop: dict[str, float] = {"timesteps_total": steps}
+    if minutes:
+        stop["time_total_s"] = minutes * 60
+    run_name = f"{name}_seed{seed}"
+    argv = [sys.executable, "-m", "pong_train", "--run", "IMPALA", "--env", env,
+            "--config", json.dumps({"num_gpus": 0, **config, "seed": seed}), "--stop", json.dumps(stop),
+            "--name", run_name, "--storage-path", str(out_dir), "--checkpoint-freq", "0", "--quiet"]
+    done = subprocess.run(argv, capture_output=True, text=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise UsageError(f"setting {name} (seed {seed}) failed with exit {done.returncode}: {last}")
+    return max(out_dir.glob(f"{run_name}_*"), key=os.path.getmtime)
+
+
+def first_crossing(rows: list[dict[str, Any]], level: float) -> dict[str, float] | None:
+    for row in rows:
+        if row.get("episode_reward_mean") is not None and row["episode_reward_mean"] >= level:
+            return {"steps": row["timesteps_total"], "time_s": row["time_total_s"]}
+    return None
+
+
+def memory(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Peak and final RSS of each process, and its growth after the first `MEMORY_SETTLED_S` seconds."""
+    processes = sorted({k.split("/", 1)[1] for row in rows for k in row if k.startswith("rss_mb/")})
+    settled = next((r for r in rows if r["time_total_s"] >= MEMORY_SETTLED_S), None)
+    report = {}
+    for proc in processes:
+        key = f"rss_mb/{proc}"
+        values = [r[key] for r in rows if r.get(key) is not None]
+        if not values:
+            continue
+        entry = {"peak": max(values), "final": values[-1]}
+        if settled is not None and settled.get(key):
+            entry["growth_after_settled"] = values[-1] / settled[key] - 1
+        report[proc] = entry
+    return report
+
+
+def summarize(name: str, config: dict[str, Any], seed: int, run_dir: Path) -> dict[str, Any]:
+    rows = read_metrics(run_dir / METRICS_FILE)
+    if not rows:
+        raise UsageError(f"setting {name} (seed {seed}): {run_dir} has no results")
+    return {
+        "setting": name, "config": config, "seed": seed, "run_dir": str(run_dir),
+        "steps": rows[-1]["timesteps_total"], "time_s": rows[-1]["time_total_s"],
+        "final_reward": rows[-1].get("episode_reward_mean"),
+        "milestones": {str(level): first_crossing(rows, level) for level in MILESTONES},
+        "memory_mb": memory(rows),
+        "curve": [{"steps": r["timesteps_total"], "time_s": r["time_total_s"],
+                   "reward": r.get("episode_reward_mean"),
+                   "entropy": r.get("learners/default_policy/entropy")} for r in rows],
+    }
+
+
+def run_learning_bench(settings: list[tuple[str, dict[str, Any]]], seeds: int, steps: int, minutes: float | None,
+                       out_dir: Path, env: str = "PongNoFrameskip-v4",
+                       say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train every setting with seeds 1..`seeds`, one run at a time; write learning.json and learning.png."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs = []
+    for seed in range(1, seeds + 1):
+        for name, config in settings:
+            say(f"training {name}, seed {seed}: {steps:,} agent steps" + (f" or {minutes:g} min" if minutes else ""))
+            started = time.monotonic()
+            run_dir = train_once(name, config, seed, steps, minutes, out_dir, env)
+            runs.append(summarize(name, config, seed, run_dir))
+            say(f"  done in {time.monotonic() - started:,.0f} s: episode_reward_mean {runs[-1]['final_reward']} "
+                f"at {runs[-1]['steps']:,.0f} steps")
+    report = {"env": env, "steps": steps, "minutes": minutes, "seeds": seeds, "runs": runs}
+    (out_dir / "learning.json").write_text(json.dumps(report, indent=2) + "\n")
+    chart(report, out_dir / "learning.png")
+    return report
+
+
+def chart(report: dict[str, Any], out: Path) -> Path:
+    """Return against agent steps and wall time, and policy entropy; one colour per setting."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (by_steps, by_time, entropy) = plt.subplots(1, 3, figsize=(16, 4.5))
+    names = list(dict.fromkeys(run["setting"] for run in report["runs"]))
+    colours = {name: f"C{i}" for i, name in enumerate(names)}
+    for run in report["runs"]:
+        curve = [p for p in run["curve"] if p["reward"] is not None]
+        label = f"{run['setting']} (seed {run['seed']})" if run["seed"] else run["setting"]
+        style = dict(color=colours[run["setting"]], alpha=0.85, linestyle="-" if run["seed"] % 2 else "--")
+        by_steps.plot([p["steps"] / 1e6 for p in curve], [p["reward"] for p in curve], label=label, **style)
+        by_time.plot([p["time_s"] / 60 for p in curve], [p["reward"] for p in curve], **style)
+        entropy.plot([p["steps"] / 1e6 for p in run["curve"]], [p["entropy"] for p in run["curve"]], **style)
+    rewards = [p["reward"] for run in report["runs"] for p in run["curve"] if p["reward"] is not None]
+    # Zoomed in while nothing has learned yet, so early differences show; the whole range once one has.
+    top = 21.5 if not rewards or max(rewards) > 0 else max(rewards) + 2
+    by_steps.set(xlabel="agent steps (millions)", ylabel="episode_reward_mean", ylim=(-21.5, top))
+    by_time.set(xlabel="wall time (minutes)", ylim=(-21.5, top))
+    entropy.set(xlabel="agent steps (millions)", ylabel="policy entropy (nats)")
+    for axes in (by_steps, by_time, entropy):
+        axes.grid(alpha=0.3)
+    if top > 18:
+        for axes in (by_steps, by_time):
+            axes.axhline(18, color="grey", linestyle=":", linewidth=1)
+    by_steps.legend(loc="upper left", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def table(report: dict[str, Any]) -> str:
+    head = f"{'setting':<24}{'seed':>5}{'steps':>11}{'minutes':>9}{'final':>8}" + "".join(
+        f"{'>= ' + format(level, 'g'):>14}" for level in MILESTONES)
+    lines = [head + "   (first crossing: M steps / minutes)"]
+    for run in report["runs"]:
+        cells = []
+        for level in MILESTONES:
+            hit = run["milestones"][str(level)]
+            cells.append(f"{hit['steps'] / 1e6:.2f}M/{hit['time_s'] / 60:.0f}m" if hit else "-")
+        final = run["final_reward"]
+        lines.append(f"{run['setting']:<24}{run['seed']:>5}{run['steps']:>11,.0f}{run['time_s'] / 60:>9.1f}"
+                     f"{'-' if final is None else format(final, '.1f'):>8}" + "".join(f"{c:>14}" for c in cells))
+    return "\n".join(lines)
