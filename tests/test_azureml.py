@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 # The SDK reads its polling interval when imported; the fake service answers at once.
 os.environ.setdefault("AZUREML_RUN_POLLING_INTERVAL_MIN", "0")
@@ -33,7 +34,7 @@ def dry_run(storage: Path, *extra: str, env: dict | None = None):
                    "--instance-count", "4", "--storage-path", str(storage), *extra, env=env, timeout=120)
 
 
-def test_dry_run_writes_a_job_that_load_job_reads_back(storage):
+def test_dry_run_writes_a_job_that_load_job_reads_back(storage, monkeypatch):
     from azure.ai.ml import load_job
 
     proc = dry_run(storage, env=SECRETS)
@@ -41,6 +42,7 @@ def test_dry_run_writes_a_job_that_load_job_reads_back(storage):
     [run_dir] = run_dirs(storage)
     spec = run_dir / "azureml" / "job.yaml"
     assert f"az ml job create --file {spec}" in proc.stdout
+    monkeypatch.chdir(spec.parent)  # _to_job() resolves the spec's relative code from the working folder
     job = load_job(spec)._to_job()
     assert job.distribution.type == "ray" and job.resources.instance_count == 4
     assert job.compute == "ray-cluster"
@@ -61,11 +63,83 @@ def test_dry_run_writes_a_job_that_load_job_reads_back(storage):
     uploads = (run_dir / "azureml" / "upload.txt").read_text().splitlines()
     assert "pong_train/cli.py" in uploads and "backends/pong_train_azureml/spec.py" in uploads
     assert not [f for f in uploads if f.startswith((".venv/", "runs/", ".git/")) or "checkpoint_" in f]
-    # No secret from the environment anywhere.
+    # No secret from the environment anywhere (the code snapshot is this project's source, this test included).
     for path in run_dir.rglob("*"):
-        if path.is_file():
+        if path.is_file() and not path.is_relative_to(run_dir / "azureml" / "code"):
             text = path.read_text(errors="replace")
             assert not [name for name, value in SECRETS.items() if value in text], path
+
+
+def test_dry_run_files_hold_no_local_absolute_path(storage):
+    assert dry_run(storage).returncode == 0
+    [run_dir] = run_dirs(storage)
+    out = run_dir / "azureml"
+    assert yaml.safe_load((out / "job.yaml").read_text())["code"] == "code"  # beside job.yaml
+    project = Path(__file__).resolve().parents[1]
+    for name in ("job.yaml", "environment.yaml", "compute.yaml", "upload.txt"):
+        text = (out / name).read_text()
+        assert not [local for local in (project, Path.home(), storage.resolve()) if str(local) in text], name
+
+
+@pytest.mark.parametrize(
+    "extra, timeout",
+    [
+        ((), 3600 + 30 * 60),  # the article's hour of training, plus start-up and install
+        (("--stop", '{"episode_reward_mean": 18}'), 24 * 3600),  # no time criterion: a day
+        (("--timeout", "900"), 900),
+    ],
+)
+def test_job_timeout_follows_the_stop_criteria(storage, extra, timeout):
+    assert dry_run(storage, *extra).returncode == 0
+    [run_dir] = run_dirs(storage)
+    assert yaml.safe_load((run_dir / "azureml" / "job.yaml").read_text())["limits"]["timeout"] == timeout
+
+
+def write_config_file(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "mycfg.yaml").write_text("lr: 0.0005\nstop:\n  time_total_s: 600\n")
+    return folder / "mycfg.yaml"
+
+
+def test_a_config_file_from_outside_the_project_travels_with_the_job(storage, tmp_path):
+    from azure.ai.ml import load_job
+
+    config_file = write_config_file(tmp_path / "elsewhere")
+    proc = dry_run(storage, "--config-file", str(config_file))
+    assert proc.returncode == 0, proc.stderr
+    [run_dir] = run_dirs(storage)
+    job = load_job(run_dir / "azureml" / "job.yaml")._to_job()
+    assert "--config-file job-files/mycfg.yaml" in job.command  # relative to the code, the job's working folder
+    assert "job-files/mycfg.yaml" in (run_dir / "azureml" / "upload.txt").read_text().splitlines()
+    assert (run_dir / "azureml" / job.code / "job-files" / "mycfg.yaml").read_text() == config_file.read_text()
+
+
+CREDENTIALS_AND_OUTPUTS = [
+    "config.json", ".env", "certs/server.pem", "deploy.key", ".azure/credentials", ".git/config",
+    "runs/old/checkpoint_000001/state.pkl", "mlruns/0/meta.yaml", ".venv/bin/python", "venv/bin/activate",
+    "experiments/earlier/metrics.jsonl",  # run directories under a --storage-path inside the project
+]
+SOURCE = ["README.md", "backends/pong_train_azureml/spec.py", "pong_train/cli.py", "pyproject.toml"]
+
+
+@pytest.mark.parametrize("ignore_file", [None, ".amlignore", ".gitignore"])
+def test_uploads_always_leave_credentials_and_outputs_behind(tmp_path, monkeypatch, ignore_file):
+    from pong_train_azureml import pong_train_launch, spec
+    from test_config import resolve
+
+    project = tmp_path / "project"
+    for rel in CREDENTIALS_AND_OUTPUTS + SOURCE:
+        (project / rel).parent.mkdir(parents=True, exist_ok=True)
+        (project / rel).write_text("x\n")
+    (project / "config.json").write_text('{"subscription_id": "s", "resource_group": "rg", "workspace_name": "ws"}')
+    if ignore_file:  # a user's list that forgets credentials, and even asks for one
+        (project / ignore_file).write_text("*.log\n!config.json\n")
+    monkeypatch.setattr(spec, "project_root", lambda: project)
+    storage = project / "experiments"
+    assert pong_train_launch(resolve(["--backend", "azureml", "--dry-run", "--preset", "smoke",
+                                      "--storage-path", str(storage)])) == 0
+    [run_dir] = [d for d in run_dirs(storage) if d.name != "earlier"]
+    assert (run_dir / "azureml" / "upload.txt").read_text().splitlines() == SOURCE
 
 
 def test_dry_run_checks_the_gpu_against_the_cluster_vm_size(storage):
@@ -183,6 +257,22 @@ def test_submit_sends_the_ray_job_and_follows_it_to_completion(service, capsys):
     assert "submitted job" in out and "studio: https://ml.azure.com/runs/" in out and "Completed" in out
     [run_dir] = run_dirs(service.storage)
     assert (run_dir / "azureml" / "job-name.txt").read_text().strip() in out
+
+
+def test_submit_sends_a_config_file_from_outside_the_project_with_the_code(service, tmp_path):
+    from urllib.parse import parse_qs, urlparse
+
+    from azure.ai.ml._utils._asset_utils import get_content_hash
+
+    config_file = write_config_file(tmp_path / "elsewhere")
+    assert submit_with(service, "--config-file", str(config_file), no_wait=True) == 0
+    assert "--config-file job-files/mycfg.yaml" in job_put(service)["command"]
+    [run_dir] = run_dirs(service.storage)
+    code = run_dir / "azureml" / "code"
+    assert (code / "job-files" / "mycfg.yaml").read_text() == config_file.read_text()
+    # The code the SDK submitted is that folder: it asked the service for a snapshot with the folder's hash.
+    asked = [parse_qs(urlparse(u).query).get("hash") for m, u, b in service.requests if "/codes/" in u]
+    assert [get_content_hash(code)] in asked
 
 
 def test_a_failing_job_maps_to_a_non_zero_exit(service, capsys):

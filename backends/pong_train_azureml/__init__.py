@@ -102,11 +102,10 @@ def submit_and_follow(job: Job, opts: Any, client: Any) -> int:
         print(f"note: {note}", file=sys.stderr)
     run_dir = make_run_dir(job)
     spec.write_dry_run(job, opts, vm_size, run_dir / "azureml")
-    conda_file = run_dir / "azureml" / "environment.yaml"
     from pong_train import progress
 
     with progress.step("uploading the source and submitting the job"):
-        created = service.submit(client, spec.command_job(job, opts, vm_size, conda_file))
+        created = service.submit(client, spec.command_job(job, opts, vm_size, run_dir / "azureml"))
     (run_dir / "azureml" / "job-name.txt").write_text(created.name + "\n")
     if opts.no_wait:
         return 0

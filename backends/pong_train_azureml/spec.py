@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,17 @@ RAY_PORT = 6379
 # Core options that make no sense inside the job: it joins the job's own cluster and writes under ./outputs.
 LOCAL_ONLY_OPTIONS = {"--backend", "--ray-address", "--storage-path", "--dashboard"}
 IN_JOB_STORAGE = "outputs/runs"
+# What is never uploaded, whatever .amlignore or .gitignore say (gitignore patterns, applied after them):
+# credentials, version control, run outputs, virtual envs. The snapshot is filtered already, so its ignore files stay
+# behind too: the SDK then uploads it whole and upload.txt lists exactly what goes.
+DEFAULT_IGNORES = (
+    "config.json", ".env", "*.pem", "*.key", ".azure/", ".git/", "runs/", "mlruns/", "azureml-downloads/",
+    ".venv/", "venv/", "/.amlignore", "/.gitignore",
+)
+SNAPSHOT = "code"  # the folder, beside job.yaml, that is uploaded as the job's code
+JOB_FILES = "job-files"  # in the snapshot: the files the command line names (--config-file)
+START_UP_S = 30 * 60  # nodes starting and pip installing before training's own clock starts
+DEFAULT_TIMEOUT_S = 24 * 3600  # without a time criterion a job still ends, and so does its bill
 
 
 def project_root() -> Path:
@@ -37,6 +49,35 @@ def upload_files(root: Path) -> list[str]:
     from azure.ai.ml._utils._asset_utils import get_ignore_file, get_upload_files_from_folder
 
     return sorted(rel for _, rel in get_upload_files_from_folder(root, ignore_file=get_ignore_file(root)))
+
+
+def config_file(job: Job) -> Path | None:
+    args = job.train_args
+    return Path(args[args.index("--config-file") + 1]) if "--config-file" in args else None
+
+
+def write_snapshot(job: Job, code: Path) -> None:
+    """Copy what the job needs into `code`, the folder uploaded as the job's code.
+
+    The project's files, by the SDK's ignore-file rules and then DEFAULT_IGNORES (and the run directories' folder,
+    where it lies inside the project); and, under JOB_FILES, the --config-file from wherever it lies, which the
+    command names there. A copy makes job.yaml self-contained: `az ml job create` uploads the same files.
+    """
+    from azure.ai.ml._utils._pathspec import GitWildMatchPattern
+
+    root = project_root()
+    ignores = list(DEFAULT_IGNORES)
+    storage = job.storage_path.resolve()
+    if root in storage.parents:
+        ignores.append(f"/{storage.relative_to(root).as_posix()}/")
+    patterns = [GitWildMatchPattern(ignore) for ignore in ignores]
+    for rel in upload_files(root):
+        if not any(pattern.match_file(rel) is not None for pattern in patterns):
+            (code / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / rel, code / rel)
+    if (given := config_file(job)) is not None:
+        (code / JOB_FILES).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(given, code / JOB_FILES / given.name)
 
 
 # What the job itself imports beyond the core: MLflow logging into the job's run.
@@ -88,6 +129,9 @@ def in_job_command(job: Job, opts: AzureOptions) -> str:
             skip = arg != "--dashboard"
             continue
         args.append(arg)
+    if "--config-file" in args:
+        at = args.index("--config-file") + 1
+        args[at] = f"{JOB_FILES}/{Path(args[at]).name}"
     entry = [
         "python", "-m", "pong_train", "--backend", "azureml", "--azureml-in-job", opts.launch,
         "--instance-count", str(opts.instance_count), "--storage-path", IN_JOB_STORAGE, *args,
@@ -104,10 +148,20 @@ def check_gpu(job: Job, vm_size: str, where: str) -> None:
         )
 
 
-def command_job(job: Job, opts: AzureOptions, vm_size: str, conda_file: Path) -> Any:
+def job_timeout(job: Job, opts: AzureOptions) -> int:
+    """--timeout, else the stop's time_total_s plus START_UP_S, else DEFAULT_TIMEOUT_S."""
+    if opts.timeout:
+        return opts.timeout
+    if "time_total_s" in job.stop:
+        return int(job.stop["time_total_s"]) + START_UP_S
+    return DEFAULT_TIMEOUT_S
+
+
+def command_job(job: Job, opts: AzureOptions, vm_size: str, out_dir: Path) -> Any:
     """The SDK v2 command (what `jobs.create_or_update` takes; `._to_job()` is the job YAML's form).
 
-    The entry point over `instance_count` nodes, Ray started by Azure ML or by MPI.
+    The entry point over `instance_count` nodes, Ray started by Azure ML or by MPI; the code and the environment
+    are those write_dry_run wrote to `out_dir`.
     """
     from azure.ai.ml import MpiDistribution, RayDistribution, command
     from azure.ai.ml.entities import Environment
@@ -117,13 +171,13 @@ def command_job(job: Job, opts: AzureOptions, vm_size: str, conda_file: Path) ->
     else:
         distribution = MpiDistribution(process_count_per_instance=1)
     node = command(
-        code=str(project_root()),
+        code=str(out_dir / SNAPSHOT),
         command=in_job_command(job, opts),
-        environment=Environment(image=opts.image_for(vm_size), conda_file=str(conda_file)),
+        environment=Environment(image=opts.image_for(vm_size), conda_file=str(out_dir / "environment.yaml")),
         compute=opts.compute,
         instance_count=opts.instance_count,
         shm_size=opts.shm_size,
-        timeout=opts.timeout,
+        timeout=job_timeout(job, opts),
         distribution=distribution,
         experiment_name=opts.experiment,
         display_name=opts.display_name or f"{job.run} {job.env}",
@@ -147,7 +201,7 @@ def compute_spec(opts: AzureOptions, vm_size: str) -> Any:
     )
 
 
-def v1_estimator(job: Job, opts: AzureOptions, vm_size: str) -> Any:
+def v1_estimator(job: Job, opts: AzureOptions, vm_size: str, code: Path) -> Any:
     """The article's ReinforcementLearningEstimator: head and worker compute targets, WorkerConfiguration."""
     import contextlib
     import io
@@ -164,7 +218,7 @@ def v1_estimator(job: Job, opts: AzureOptions, vm_size: str) -> Any:
     for arg in args:
         script_params[arg] = "" if arg in ("--debug",) else next(args, "")
     return ReinforcementLearningEstimator(
-        source_directory=str(project_root()),
+        source_directory=str(code),
         entry_script="pong_train/__main__.py",
         script_params=script_params,
         compute_target=opts.compute,
@@ -173,7 +227,7 @@ def v1_estimator(job: Job, opts: AzureOptions, vm_size: str) -> Any:
         rl_framework=Ray(version="0.8.3"),
         worker_configuration=workers,
         cluster_coordination_timeout_seconds=3600,
-        max_run_duration_seconds=opts.timeout or 3600,
+        max_run_duration_seconds=job_timeout(job, opts),
         shm_size=opts.shm_size,
     )
 
@@ -183,20 +237,26 @@ V1_NOTICE = ("Azure ML's reinforcement-learning estimator service was retired in
 
 
 def write_dry_run(job: Job, opts: AzureOptions, vm_size: str, out_dir: Path) -> Path:
-    """Write the job spec, environment spec, compute spec and upload list; returns the job spec's path."""
+    """Write the code snapshot, its upload list, the environment, compute and job specs; returns the job spec's path.
+
+    Nothing written holds a local absolute path: job.yaml names its code relative to itself.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    conda_file = out_dir / "environment.yaml"
-    conda_file.write_text(yaml.safe_dump(conda_spec(), sort_keys=False))
-    (out_dir / "upload.txt").write_text("\n".join(upload_files(project_root())) + "\n")
+    write_snapshot(job, out_dir / SNAPSHOT)
+    (out_dir / "upload.txt").write_text("\n".join(upload_files(out_dir / SNAPSHOT)) + "\n")
+    (out_dir / "environment.yaml").write_text(yaml.safe_dump(conda_spec(), sort_keys=False))
     compute_spec(opts, vm_size).dump(out_dir / "compute.yaml")
     if opts.sdk == "v1":
         from azureml.core._serialization_utils import _serialize_to_dict
 
         spec = out_dir / "estimator.json"
-        estimator = v1_estimator(job, opts, vm_size)
+        estimator = v1_estimator(job, opts, vm_size, out_dir / SNAPSHOT)
         spec.write_text(json.dumps({"notice": V1_NOTICE, "rl_config": _serialize_to_dict(estimator.rl_config)},
                                    indent=2, default=str))
         return spec
+    from azure.ai.ml._utils.utils import dump_yaml_to_file
+
     spec = out_dir / "job.yaml"
-    command_job(job, opts, vm_size, conda_file)._to_job().dump(spec)
+    # The SDK always writes the code's absolute path; the spec's own folder is where load_job and az look.
+    dump_yaml_to_file(spec, {**command_job(job, opts, vm_size, out_dir)._to_job()._to_dict(), "code": SNAPSHOT})
     return spec
