@@ -85,7 +85,6 @@ class TrainConfig(BaseModel):
     seed: Optional[int] = None
     """Seed for the env runners and learners; None leaves runs random."""
 
-
     @model_validator(mode="after")
     def _minibatch_fits(self) -> "TrainConfig":
         if self.minibatch_size is not None and (
