@@ -23,7 +23,7 @@ from ray.rllib.algorithms.ppo import PPOConfig  # noqa: E402
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec  # noqa: E402
 
 from pong_train import atari  # noqa: E402
-from pong_train.config import default_conv_filters  # noqa: E402
+from pong_train.rllib_config import default_conv_filters  # noqa: E402
 from pong_train.model import Uint8FramesModule  # noqa: E402
 
 

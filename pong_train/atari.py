@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-from pong_train.errors import UsageError
+from pong_train.errors import UsageError, closest
 
 RLLIB_ENV_NAME = "pong_train_atari"
 """Name under which the env creator is registered with Tune; the real id travels in env_config."""
@@ -30,8 +29,8 @@ def validate_env_id(env_id: str) -> None:
     known = ale_env_ids()
     if env_id in known:
         return
-    match = difflib.get_close_matches(env_id, known, n=1, cutoff=0.6)
-    hint = f"; did you mean '{match[0]}'?" if match else "; try PongNoFrameskip-v4 or ALE/Pong-v5"
+    match = closest(env_id, known, cutoff=0.6)
+    hint = f"; did you mean '{match}'?" if match else "; try PongNoFrameskip-v4 or ALE/Pong-v5"
     raise UsageError(f"--env: '{env_id}' is not an Atari (ALE) environment id{hint}")
 
 

@@ -3,19 +3,22 @@ measured side by side on this machine, repeated, reported as medians and ratios.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from pong_train import atari
+from pong_train.cluster import connect
 from pong_train.config import TrainConfig
 from pong_train.job import Job
+from pong_train.rllib_config import impala_config, register_envs
 
 FRAMESKIP = 4
 
@@ -31,16 +34,22 @@ class BenchSettings:
     envs_per_runner: int = 64
 
 
-def ray_session(cores: int) -> Any:
-    import logging
-
+@contextlib.contextmanager
+def embedded_cluster(settings: BenchSettings) -> Iterator[Any]:
+    """The core's embedded Ray cluster with the bench's cores and pong-train's envs; shut down after."""
     import ray
 
-    logging.getLogger("ray").setLevel(logging.ERROR)
-    os.environ.setdefault("RAY_worker_niceness", "0")
-    ray.init(address="local", num_cpus=cores, include_dashboard=False, log_to_driver=False,
-             logging_level="ERROR")
-    return ray
+    connect(None, num_cpus=settings.cores)
+    try:
+        register_envs()
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def spare_cores(settings: BenchSettings) -> int:
+    """Env runners of an end-to-end run: one per core, but the learner's."""
+    return max(1, settings.cores - 1)
 
 
 def session_rss_mb() -> float:
@@ -79,22 +88,19 @@ def emulator_limit(settings: BenchSettings) -> dict[str, float]:
     return {"steps_per_s": steps / elapsed, "frames_per_s": steps * FRAMESKIP / elapsed}
 
 
-def default_job(settings: BenchSettings, **config: Any) -> Job:
-    fields = {"num_envs_per_env_runner": settings.envs_per_runner, "min_time_s_per_iteration": 5, **config}
-    return Job(backend="local", run="IMPALA", env=settings.env, config=TrainConfig(**fields), stop={},
-               storage_path=Path("."))
+def default_job(settings: BenchSettings, num_env_runners: int) -> Job:
+    """(d) pong-train's default pipeline: the default TrainConfig, at the bench's size."""
+    config = TrainConfig(num_env_runners=num_env_runners, num_envs_per_env_runner=settings.envs_per_runner,
+                         min_time_s_per_iteration=5)
+    return Job(backend="local", env=settings.env, config=config)
 
 
 def sampling_path(settings: BenchSettings) -> dict[str, float]:
     """(b) the default pipeline's env runners alone, one per core, sampling with the real policy."""
     from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 
-    from pong_train.training import impala_config
-
-    ray = ray_session(settings.cores)
-    try:
-        register_envs()
-        config = impala_config(default_job(settings), settings.cores)
+    with embedded_cluster(settings) as ray:
+        config = impala_config(default_job(settings, settings.cores))
         runner_cls = ray.remote(num_cpus=1)(SingleAgentEnvRunner)
         runners = [runner_cls.remote(config=config, worker_index=i + 1) for i in range(settings.cores)]
         chunk = settings.envs_per_runner * 50
@@ -106,42 +112,50 @@ def sampling_path(settings: BenchSettings) -> dict[str, float]:
         elapsed = time.perf_counter() - started
         return {"steps_per_s": steps / elapsed, "frames_per_s": steps * FRAMESKIP / elapsed,
                 "peak_rss_mb": session_rss_mb()}
-    finally:
-        ray.shutdown()
 
 
-def register_envs() -> None:
-    from ray import tune
+# Settings RLlib's IMPALA leaves at its defaults: read from RLlib, so the baseline follows RLlib, not pong-train.
+RLLIB_DEFAULT_FIELDS = ("train_batch_size_per_learner", "num_epochs", "lr", "gamma", "entropy_coeff",
+                        "vf_loss_coeff", "grad_clip", "num_gpus_per_learner",
+                        "num_gpu_loader_threads", "num_cpus_per_env_runner", "restart_failed_env_runners", "seed")
 
-    tune.register_env(atari.RLLIB_ENV_NAME, atari.make_env)
-    tune.register_env(atari.RLLIB_VECTOR_ENV_NAME, atari.make_vector_env)
 
-
-def stock_config(settings: BenchSettings) -> Any:
-    """(c) RLlib IMPALA as it comes: RLlib's Atari wrapper and default network for 42-pixel frames, the
+def stock_job(settings: BenchSettings) -> Job:
+    """(c) RLlib IMPALA as it comes: RLlib's Atari wrapper, loss and default network for 42-pixel frames, the
     article's settings (fragments of 50, one env runner per spare core) and RLlib's other defaults."""
     from ray.rllib.algorithms.impala import IMPALAConfig
     from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
     from ray.rllib.models.utils import get_filter_config
 
+    rllib = IMPALAConfig()
+    config = TrainConfig(
+        **{name: getattr(rllib, name) for name in RLLIB_DEFAULT_FIELDS},
+        num_env_runners=spare_cores(settings), num_envs_per_env_runner=16, rollout_fragment_length=50,
+        num_learners=0, dim=42, framestack=4, frameskip=FRAMESKIP, clip_rewards=True,
+        vector_env=False,  # RLlib's Python Atari wrappers
+        bootstrap_fragments=False,  # RLlib's own V-trace loss
+        # RLlib gives kernels as [k, k] and pads every layer 'same'.
+        conv_filters=[(channels, kernel[0], stride) for channels, kernel, stride in get_filter_config((42, 42, 4))],
+        head_fcnet_hiddens=DefaultModelConfig().head_fcnet_hiddens, vf_share_layers=True,
+        min_time_s_per_iteration=5,
+    )
+    return Job(backend="local", env=settings.env, config=config)
+
+
+def stock_config(settings: BenchSettings) -> Any:
+    """The core's IMPALAConfig for `stock_job`, less what the core adds whatever the TrainConfig."""
     return (
-        IMPALAConfig()
-        .environment(atari.RLLIB_ENV_NAME, env_config={"id": settings.env, "dim": 42, "framestack": 4,
-                                                       "frameskip": FRAMESKIP}, clip_rewards=True)
-        .env_runners(num_env_runners=max(1, settings.cores - 1), num_envs_per_env_runner=16,
-                     rollout_fragment_length=50)
-        .learners(num_learners=0)
-        .rl_module(model_config=DefaultModelConfig(conv_filters=get_filter_config((42, 42, 4)),
-                                                   vf_share_layers=True))
-        .reporting(min_time_s_per_iteration=5)
+        impala_config(stock_job(settings))
+        # The core always samples on the driver while every env runner is being replaced; stock RLlib does not.
+        .env_runners(create_env_on_local_worker=False)
+        # The core's callbacks pin the learner's torch to one thread and collect memory; stock RLlib has none.
+        .callbacks(on_algorithm_init=None, on_train_result=None)
     )
 
 
 def end_to_end(settings: BenchSettings, make_config: Callable[[], Any]) -> dict[str, float]:
     """Build the algorithm, train for `settings.seconds` after a warm-up, count env steps and trained steps."""
-    ray = ray_session(settings.cores)
-    try:
-        register_envs()
+    with embedded_cluster(settings):
         algo = make_config().build_algo()
         try:
             def sampled(result: dict) -> float:
@@ -167,8 +181,6 @@ def end_to_end(settings: BenchSettings, make_config: Callable[[], Any]) -> dict[
                     "trained_steps_per_s": (trained(last) - trained(first)) / elapsed, "peak_rss_mb": peak}
         finally:
             algo.stop()
-    finally:
-        ray.shutdown()
 
 
 def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -176,8 +188,6 @@ def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
 
 
 def run_bench(settings: BenchSettings, out_dir: Path, say: Callable[[str], None] = print) -> dict[str, Any]:
-    from pong_train.training import impala_config
-
     measured: dict[str, list[dict[str, float]]] = {"limit": [], "sampling": [], "stock": [], "default": []}
     for repeat in range(settings.repeats):
         say(f"repeat {repeat + 1}/{settings.repeats}")
@@ -185,8 +195,8 @@ def run_bench(settings: BenchSettings, out_dir: Path, say: Callable[[str], None]
         measured["limit"].append(emulator_limit(settings))
         measured["sampling"].append(sampling_path(settings))
         measured["stock"].append(end_to_end(settings, lambda: stock_config(settings)))
-        measured["default"].append(end_to_end(settings, lambda: impala_config(
-            default_job(settings), max(1, settings.cores - 1))))
+        measured["default"].append(end_to_end(
+            settings, lambda: impala_config(default_job(settings, spare_cores(settings)))))
         for name, runs in measured.items():
             say(f"  {name:<9} {runs[-1]['steps_per_s']:>9,.0f} agent steps/s  {runs[-1]['frames_per_s']:>9,.0f} frames/s")
     medians = {name: median_of(runs) for name, runs in measured.items()}

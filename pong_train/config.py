@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import difflib
 import json
-import math
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from pong_train.errors import UsageError
+from pong_train.errors import UsageError, closest
 
 
 class TrainConfig(BaseModel):
@@ -105,10 +103,6 @@ class TrainConfig(BaseModel):
         return fragments * self.rollout_fragment_length
 
 
-def field_names() -> list[str]:
-    return list(TrainConfig.model_fields)
-
-
 # The article's RLlib 0.8.3 keys, translated to the field that means the same today.
 # Each entry: old key -> (new key, value converter, why).
 LEGACY_KEYS: dict[str, tuple[str, Callable[[Any], Any], str]] = {
@@ -157,9 +151,8 @@ def _flatten_model(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def _closest(key: str) -> str:
-    candidates = field_names() + list(LEGACY_KEYS)
-    match = difflib.get_close_matches(key, candidates, n=1, cutoff=0.5)
-    return f"; did you mean '{match[0]}'?" if match else f"; valid keys: {', '.join(field_names())}"
+    match = closest(key, [*TrainConfig.model_fields, *LEGACY_KEYS])
+    return f"; did you mean '{match}'?" if match else f"; valid keys: {', '.join(TrainConfig.model_fields)}"
 
 
 def translate(raw: dict[str, Any], source: str, notes: list[str]) -> dict[str, Any]:
@@ -284,25 +277,15 @@ def build_config(layers: list[dict[str, Any]]) -> TrainConfig:
         raise UsageError(f"config key '{where}': {first['msg']} (got {json.dumps(first.get('input'), default=str)})") from None
 
 
-def default_conv_filters(dim: int) -> list[list[Any]]:
-    """RLlib's classic Atari CNN for 42- and 84-pixel frames, as Ray 0.8.3 built it: the last layer is
-    'valid', so it sees the whole 11x11 map and outputs 1x1x256. (RLlib 2.60 pads every layer 'same',
-    which leaves a 6x6 map and makes that layer about 36 times costlier.)"""
-    if dim == 42:
-        return [[16, 4, 2, "same"], [32, 4, 2, "same"], [256, 11, 1, "valid"]]
-    if dim == 84:
-        return [[16, 8, 4, "same"], [32, 4, 2, "same"], [256, 11, 1, "valid"]]
-    raise UsageError(f"dim={dim} needs explicit conv_filters (RLlib has default filters for dim 42 and 84)")
-
-
-def cpus_needed(config: TrainConfig, num_env_runners: int) -> float:
-    """CPUs one trial reserves: the algorithm's own process plus env runners and learners."""
-    return 1 + num_env_runners * config.num_cpus_per_env_runner + config.num_learners
-
-
 def gpus_needed(config: TrainConfig) -> float:
     return config.num_gpus_per_learner * max(1, config.num_learners)
 
 
-def finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def check_gpus(config: TrainConfig, available: float, where: str) -> None:
+    """Refuse a GPU the learner asks for but `where` (this machine, the Ray cluster, a VM size) lacks."""
+    need = gpus_needed(config)
+    if need > available:
+        raise UsageError(
+            f"num_gpus_per_learner={config.num_gpus_per_learner:g} (the article's num_gpus) asks for {need:g} GPU(s) "
+            f"but {where} has {available:g}; set \"num_gpus\": 0 in --config to train on the CPU"
+        )

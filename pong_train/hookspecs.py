@@ -67,13 +67,18 @@ def pong_train_launch(job: Job) -> int | None:
     (a cloud cluster) submits it from here and may wait for it.
 
     :param job: the resolved :class:`pong_train.job.Job`; ``job.backend`` is the name chosen with
-        ``--backend``. To train in this process, call
-        :func:`pong_train.training.run_training` with it.
+        ``--backend``. The core has already printed ``job.notes``. To train in this process, call
+        :func:`pong_train.training.run_training` with it: the run directory then gets the core's
+        outputs (``metrics.jsonl``, ``job.json``, ``run.json``, ``placement.json``, ``curve.png``)
+        and the console its line per result. To train elsewhere, ship the job there with
+        ``job.save(path)`` and run ``python -m pong_train --job FILE`` on that machine.
     :return: the exit status of the job, or None when ``job.backend`` is not one of this
         plugin's backends.
 
     Stops at the first non-None result: exactly one backend runs each job. Raise
-    :class:`pong_train.errors.UsageError` for bad input (one line, exit code 2).
+    :class:`pong_train.errors.UsageError` for bad input (one line, exit code 2); any other
+    exception is reported in one line naming the plugin's distribution, version and this hook
+    (exit code 1; the traceback with ``--debug``).
     """
 
 
@@ -88,9 +93,12 @@ def pong_train_result_loggers(run: Run) -> list[ResultLogger]:
 
     :param run: the :class:`pong_train.job.Run`: its job (``run.job.backend`` says which backend
         runs it) and its run directory.
-    :return: a list of :class:`pong_train.job.ResultLogger`. A backend returns the loggers that
-        decide where its runs' metrics go, for its own runs only (check ``run.job.backend``);
-        a plugin that observes every run returns its loggers for any run.
+    :return: a list of :class:`pong_train.job.ResultLogger`, added to the core's own (the
+        console line and ``metrics.jsonl``, which every run gets). A backend returns the loggers
+        that send its runs' metrics where it keeps them, for its own runs only (check
+        ``run.job.backend``); a plugin that observes every run returns its loggers for any run.
 
-    All plugins are called and every logger receives every result.
+    All plugins are called and every logger receives every result, in order, behind a guard:
+    a logger that raises is retried with backoff, and one that still holds results when
+    training ends makes the run exit 3.
     """

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pong_train.config import TrainConfig
+from pong_train.errors import UsageError
+
+JOB_FILE = "job.json"
+"""The job as the run directory keeps it: what `--resume` and a remote backend read back (`--job FILE`)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,46 +25,76 @@ class Backend:
     """One line for `pong-train backends` and `--help`."""
 
 
-@dataclasses.dataclass
-class Job:
-    """One training request, validated and resolved, before any backend acts on it."""
+class Job(BaseModel):
+    """One training request, validated and resolved, before any backend acts on it.
+
+    It crosses every boundary (run directory, resume, a cloud job) as one JSON file, written by
+    `save` and read back by `load`.
+    """
+
+    model_config = ConfigDict(use_attribute_docstrings=True, arbitrary_types_allowed=True, extra="forbid")
 
     backend: str
     """Name of the backend chosen with `--backend`."""
-    run: str
+    run: str = "IMPALA"
     """The RLlib algorithm (`--run`); IMPALA."""
-    env: str
+    env: str = "PongNoFrameskip-v4"
     """The ALE environment id (`--env`)."""
-    config: TrainConfig
-    """The resolved training settings (defaults < preset < config file < `--config`)."""
-    stop: dict[str, float]
+    config: TrainConfig = Field(default_factory=TrainConfig)
+    """The resolved training settings (defaults < preset < config file < `--config`); the core fills in
+    `num_env_runners` from the cluster's CPUs when training starts."""
+    stop: dict[str, float] = Field(default_factory=dict)
     """Stop criteria, metric name -> threshold; training stops when any one is reached."""
-    storage_path: Path
+    storage_path: Path = Path("runs")
     """Folder under which the run directory is created."""
-    ray_address: str | None = None
+    ray_address: Optional[str] = None
     """Address of an existing Ray cluster to join; None starts an embedded one."""
     checkpoint_freq: int = 0
     """Checkpoint every this many training iterations (0: only at the end)."""
     checkpoint_keep: int = 3
     """How many of the latest checkpoints to keep."""
-    name: str | None = None
+    name: Optional[str] = None
     """Experiment name; the run directory is named after it."""
     dashboard: bool = False
     """Start Ray's dashboard (bound to localhost) with the embedded cluster."""
     debug: bool = False
     """Show tracebacks and Ray's own logs."""
+    quiet: bool = False
+    """`--quiet`: no progress and no per-result lines; errors and the summary only."""
     json_summary: bool = False
     """Print a JSON summary as the last line of output (`--json`)."""
-    train_args: list[str] = dataclasses.field(default_factory=list)
-    """The core training arguments exactly as given, for a backend that runs the entry point elsewhere."""
-    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)
     """Values of the command-line options that plugins added, by parameter name."""
-    resume_dir: Path | None = None
+    resume_dir: Optional[Path] = None
     """A run directory to continue from its latest checkpoint (`pong-train --resume`)."""
-    notes: list[str] = dataclasses.field(default_factory=list)
-    """One line per translated legacy key, shown once the job has passed its checks."""
-    hook: Any = dataclasses.field(default=None, repr=False, compare=False)
-    """The plugin manager's hook relay (``pm.hook``), so code that runs the job can call hooks."""
+    notes: list[str] = Field(default_factory=list)
+    """One line per translated legacy key; the core shows them once the job has passed its checks."""
+    plugin_manager: Any = Field(default=None, exclude=True, repr=False)
+    """The plugin manager (`pong_train.plugins.PluginManager`) the job was made with; not saved."""
+
+    @property
+    def hook(self) -> Any:
+        """The plugins' hook relay (``plugin_manager.hook``), so code that runs the job can call hooks."""
+        return None if self.plugin_manager is None else self.plugin_manager.hook
+
+    def save(self, path: Path) -> Path:
+        """Write the job as JSON (atomically: a crash never leaves half a file); returns `path`."""
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(self.model_dump_json(indent=2) + "\n")
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: Path, plugin_manager: Any = None) -> "Job":
+        """Read a job written by `save`; anything else is a UsageError naming the file."""
+        try:
+            return cls.model_validate_json(Path(path).read_text()).model_copy(update={"plugin_manager": plugin_manager})
+        except OSError as err:
+            raise UsageError(f"{path}: cannot read the job file ({err.strerror})") from None
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "the file"
+            raise UsageError(f"{path}: not a pong-train job file ({where}: {first['msg']})") from None
 
 
 @dataclasses.dataclass
@@ -66,22 +102,26 @@ class Run:
     """A job that has started training: where it writes and what it reports."""
 
     job: Job
+    """The job, with `config.num_env_runners` resolved."""
     run_dir: Path
-    """The run directory: `metrics.jsonl`, `run.json`, Tune's trial folder with checkpoints."""
+    """The run directory: `job.json`, `run.json`, `metrics.jsonl`, `placement.json`, `curve.png`, and
+    Tune's trial folder with the checkpoints."""
 
 
 class ResultLogger:
     """Receives every training result in the process that drives training.
 
-    Backends return loggers from `pong_train_result_loggers`; observers may too.
+    Backends return loggers from `pong_train_result_loggers`; observers may too. The core's own
+    loggers (the console line and `metrics.jsonl`) run beside them whatever the backend.
     """
 
     def log_result(self, row: dict[str, Any]) -> None:
         """Called after every training iteration with the flattened result.
 
-        `row` holds RLlib's result paths (`env_runners/episode_return_mean`, ...) and
-        the article's names as aliases (`episode_reward_mean`, `episodes_total`,
-        `timesteps_total`), plus `training_iteration` and `time_total_s`.
+        `row` holds RLlib's result paths (`env_runners/episode_return_mean`, ...) and the article's
+        names as aliases (`episode_reward_mean`, `episodes_total`, `timesteps_total`), plus
+        `training_iteration` and `time_total_s`. Before the first episode ends,
+        `episode_reward_mean` is None and `episodes_total` is 0.
         """
 
     def close(self) -> None:

@@ -1,17 +1,20 @@
-"""Result loggers a backend can hand out: a console line per result, and `metrics.jsonl`."""
+"""Result loggers: the core's own (a console line per result, `metrics.jsonl`), the guard every logger runs
+behind, and MLflow's, which any plugin can hand out."""
 
 from __future__ import annotations
 
 import collections
 import datetime
 import json
+import math
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-from pong_train.job import ResultLogger
+from pong_train.job import ResultLogger, Run
+from pong_train.metrics import ALIASES
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -57,16 +60,14 @@ class GuardedLogger(ResultLogger):
 
     MAX_BUFFERED = 100_000
 
-    def __init__(self, logger: ResultLogger, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, logger: ResultLogger, owner: str = "", clock: Callable[[], float] = time.monotonic) -> None:
         self.logger = logger
+        self.name = type(logger).__name__ + (f" (from {owner})" if owner else "")
         self.clock = clock
         self.pending: collections.deque[dict[str, Any]] = collections.deque(maxlen=self.MAX_BUFFERED)
         self.failures: collections.Counter[str] = collections.Counter()
         self._retry_at = 0.0
         self._backoff = 1.0
-
-    def _name(self) -> str:
-        return type(self.logger).__name__
 
     def log_result(self, row: dict[str, Any]) -> None:
         self.pending.append(row)
@@ -80,7 +81,7 @@ class GuardedLogger(ResultLogger):
             except Exception as err:  # a metrics sink must never stop training
                 kind = type(err).__name__
                 if not self.failures[kind]:
-                    print(f"warning: metric logger {self._name()} failed ({kind}: {err}); "
+                    print(f"warning: metric logger {self.name} failed ({kind}: {err}); "
                           "retrying with backoff, results are kept until it recovers", file=sys.stderr)
                 self.failures[kind] += 1
                 self._retry_at = self.clock() + self._backoff
@@ -90,15 +91,18 @@ class GuardedLogger(ResultLogger):
             self._backoff = 1.0
         return True
 
-    def close(self) -> None:
-        if not self._deliver():
-            print(f"warning: metric logger {self._name()} lost {len(self.pending)} result(s) it could not "
+    def close(self) -> int:
+        """Deliver what waits, close the logger; returns how many results it never took."""
+        lost = 0 if self._deliver() else len(self.pending)
+        if lost:
+            print(f"warning: metric logger {self.name} lost {lost} result(s) it could not "
                   f"take ({sum(self.failures.values())} failures)", file=sys.stderr)
         try:
             self.logger.close()
         except Exception as err:
-            print(f"warning: metric logger {self._name()} failed to close ({type(err).__name__}: {err})",
+            print(f"warning: metric logger {self.name} failed to close ({type(err).__name__}: {err})",
                   file=sys.stderr)
+        return lost
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -120,7 +124,7 @@ def _fmt(value: Any, spec: str = ".1f") -> str:
 class ConsoleLogger(ResultLogger):
     """One line per result: iteration, return, episodes, env steps, speed, elapsed time, stop progress."""
 
-    def __init__(self, stop: dict[str, float], stream: TextIO = sys.stdout) -> None:
+    def __init__(self, stop: dict[str, float], stream: TextIO | None = None) -> None:
         self.stop = stop
         self.stream = stream
         self._last: tuple[float, float] | None = None
@@ -137,6 +141,48 @@ class ConsoleLogger(ResultLogger):
             f"episodes {int(row.get('episodes_total') or 0):>5}  "
             f"env steps {steps:>9,}  {rate:>7,.0f} steps/s  "
             f"{datetime.timedelta(seconds=int(elapsed))}  stop: {progress}",
-            file=self.stream,
+            file=self.stream or sys.stdout,  # at log time: a redirected stdout is honoured
             flush=True,
         )
+
+
+# MLflow logging lives in the core so that every backend can hand it out without importing another
+# backend; mlflow itself is imported only when a logger is made.
+# Each result sends the article's names, RLlib's paths for them, the timing, and the learner's losses.
+MLFLOW_METRICS = (*ALIASES, *ALIASES.values(), "training_iteration", "time_total_s")
+MLFLOW_LOSS_PREFIX = "learners/default_policy/"
+
+
+class MlflowLogger(ResultLogger):
+    """Logs params once and each result's metrics (step = training iteration) to one MLflow run.
+
+    With MLFLOW_RUN_ID set (as inside an Azure ML job), it attaches to that run; otherwise it starts
+    a run named after the run directory in the given experiment.
+    """
+
+    def __init__(self, params: dict[str, Any], run_name: str, experiment: str | None = None) -> None:
+        import mlflow
+
+        self._mlflow = mlflow
+        run_id = os.environ.get("MLFLOW_RUN_ID")  # start_run() removes it from the environment
+        if run_id is None and experiment:
+            mlflow.set_experiment(experiment)
+        self._run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name)
+        mlflow.log_params({k: v for k, v in params.items() if v is not None})
+
+    def log_result(self, row: dict[str, Any]) -> None:
+        metrics = {
+            name: float(value)
+            for name, value in row.items()
+            if (name in MLFLOW_METRICS or (name.startswith(MLFLOW_LOSS_PREFIX) and name.endswith("loss")))
+            and isinstance(value, (int, float)) and math.isfinite(value)
+        }
+        self._mlflow.log_metrics(metrics, step=int(row["training_iteration"]))
+
+    def close(self) -> None:
+        self._mlflow.end_run()
+
+
+def run_params(run: Run) -> dict[str, Any]:
+    """The run's identity and its whole training config, as MLflow params."""
+    return {"run": run.job.run, "env": run.job.env, "backend": run.job.backend, **run.job.config.model_dump()}

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import difflib
 import math
 import numbers
 from typing import Any
 
-from pong_train.errors import UsageError
+from pong_train.errors import UsageError, closest
 
 # The article's (Ray 0.8.3) metric names -> the RLlib 2.60 result path that holds the same figure.
 ALIASES: dict[str, str] = {
@@ -47,8 +46,8 @@ def validate_stop(stop: dict[str, Any]) -> dict[str, float]:
         if not isinstance(name, str):
             raise UsageError(f"--stop: metric names must be strings, got {name!r}")
         if name not in STOP_METRICS:
-            match = difflib.get_close_matches(name, STOP_METRICS, n=1, cutoff=0.5)
-            hint = f"did you mean '{match[0]}'?" if match else "known: " + ", ".join(STOP_METRICS)
+            match = closest(name, STOP_METRICS)
+            hint = f"did you mean '{match}'?" if match else "known: " + ", ".join(STOP_METRICS)
             raise UsageError(f"--stop: unknown metric '{name}'; {hint}")
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
             raise UsageError(f"--stop: threshold for '{name}' must be a finite number, got {threshold!r}")
@@ -87,14 +86,29 @@ class ResultRows:
                     self._carried[alias] = value
             elif alias in self._carried:
                 row[alias] = self._carried[alias]
-            elif alias in ("episodes_total", "timesteps_total"):
-                row[alias] = 0
             else:
                 row[alias] = None
-        for key, value in row.items():
-            if isinstance(value, float) and not math.isfinite(value):
-                row[key] = None
-        return row
+        return complete(row)
+
+
+COUNTS = ("episodes_total", "timesteps_total")
+
+
+def complete(row: dict[str, Any]) -> dict[str, Any]:
+    """Every alias present (None until known; the counts are whole numbers, 0 until the first), no NaN."""
+    for alias in ALIASES:
+        row.setdefault(alias, None)
+    for count in COUNTS:
+        row[count] = int(row[count] or 0)
+    for key, value in row.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            row[key] = None
+    return row
+
+
+def reported_row(result: dict[str, Any]) -> dict[str, Any]:
+    """The row of a result as Tune hands it to the driver: the algorithm added the aliases already."""
+    return complete(flatten(result))
 
 
 def reached(stop: dict[str, float], row: dict[str, Any]) -> list[str]:

@@ -1,46 +1,173 @@
-"""The plugin manager: hook specs plus every plugin installed under the `pong_train` entry-point group."""
+"""The plugin manager: hook specs, every plugin installed under the `pong_train` entry-point group, and
+calls into plugins that name the plugin (distribution, version, hook) when it fails."""
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+import contextlib
+import dataclasses
+import inspect
+from importlib import metadata
+from typing import Any, Iterable, Iterator
 
 import pluggy
 
 from pong_train import PROJECT_NAME, hookspecs
-from pong_train.errors import UsageError
+from pong_train.errors import PluginError, UsageError, closest
 from pong_train.job import Backend
 
+HOOK_PREFIX = PROJECT_NAME + "_"
 
-def get_plugin_manager(extra_plugins: Iterable[object] = ()) -> pluggy.PluginManager:
+
+@dataclasses.dataclass(frozen=True)
+class BrokenPlugin:
+    """A plugin that was not loaded, and why; `pong-train backends` lists it."""
+
+    name: str
+    """Its entry-point name (or the name it was registered under)."""
+    dist: str
+    version: str
+    problem: str
+
+    @property
+    def label(self) -> str:
+        return f"plugin {self.name}" if self.dist == "-" else f"plugin {self.dist} {self.version} ({self.name})"
+
+
+class PluginManager(pluggy.PluginManager):
+    """pluggy's manager, checking each plugin before it joins and remembering the ones that did not."""
+
+    def __init__(self) -> None:
+        super().__init__(PROJECT_NAME)
+        self.add_hookspecs(hookspecs)
+        self.broken: list[BrokenPlugin] = []
+        self._distributions: dict[str, tuple[str, str]] = {}
+        self._backends: dict[str, tuple[Backend, str]] | None = None
+
+    def load_installed(self) -> None:
+        """Every plugin of the entry-point group, one by one: a broken one is set aside, not fatal."""
+        for entry_point in metadata.entry_points(group=PROJECT_NAME):
+            dist = entry_point.dist
+            self._distributions[entry_point.name] = (dist.name, dist.version) if dist else ("-", "-")
+            try:
+                plugin = entry_point.load()
+            except Exception as err:  # whatever the plugin's import raises
+                self.set_aside(entry_point.name, f"cannot be imported ({type(err).__name__}: {err})")
+                continue
+            self.add(plugin, entry_point.name)
+
+    def add(self, plugin: object, name: str | None = None) -> None:
+        """Register `plugin` if its hooks fit the specs; otherwise set it aside as broken."""
+        name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
+        self._backends = None
+        problem = self.misfit(plugin)
+        if problem is None:
+            try:
+                self.register(plugin, name)
+            except (pluggy.PluginValidationError, ValueError) as err:
+                problem = " ".join(str(err).split())
+        if problem is not None:
+            self.set_aside(name, problem)
+
+    def misfit(self, plugin: object) -> str | None:
+        """What keeps `plugin` from fitting the hook specs: an unknown hook name, or a hook without @hookimpl."""
+        known = [name for name in dir(hookspecs) if name.startswith(HOOK_PREFIX)]
+        for attr in dir(plugin):
+            if not attr.startswith(HOOK_PREFIX):
+                continue
+            function = getattr(plugin, attr)
+            if not inspect.isroutine(function):
+                continue
+            if attr not in known:
+                meant = closest(attr, known)
+                hint = f"; did you mean {meant}?" if meant else f"; the hooks are {', '.join(known)}"
+                return f"defines unknown hook {attr}{hint}"
+            if not hasattr(function, PROJECT_NAME + "_impl"):
+                return f"defines {attr} without @hookimpl, so pong-train would never call it"
+        return None
+
+    def set_aside(self, name: str, problem: str) -> None:
+        self.broken.append(BrokenPlugin(name, *self.distribution(name), problem))
+
+    def label(self, name: str) -> str:
+        """How a message names a plugin: its distribution and version, and its entry-point name."""
+        dist, version = self.distribution(name)
+        return f"plugin {name}" if dist == "-" else f"plugin {dist} {version} ({name})"
+
+    def distribution(self, name: str) -> tuple[str, str]:
+        """(distribution, version) the plugin was installed with; ('-', '-') when registered by hand."""
+        return self._distributions.get(name, ("-", "-"))
+
+    @contextlib.contextmanager
+    def blame(self, name: str, hook: str) -> Iterator[None]:
+        """Turn an exception escaping a plugin's hook into a PluginError that names it; bad input stays a UsageError."""
+        try:
+            yield
+        except (UsageError, PluginError, KeyboardInterrupt):
+            raise
+        except Exception as err:
+            first = str(err).strip().splitlines()
+            raise PluginError(f"{self.label(name)}: hook {hook} failed: {type(err).__name__}"
+                              + (f": {first[0]}" if first else "")) from err
+
+    def call(self, hook: str, impl: pluggy.HookImpl, **kwargs: Any) -> Any:
+        """One plugin's implementation of `hook`, called through pluggy, failures naming the plugin."""
+        others = [p for p in self.get_plugins() if p is not impl.plugin]
+        with self.blame(impl.plugin_name, hook):
+            result = self.subset_hook_caller(hook, remove_plugins=others)(**kwargs)
+        # A collecting hook returns [its result]; a firstresult hook returns it bare.
+        return result[0] if isinstance(result, list) and result else result
+
+    def impls(self, hook: str) -> list[pluggy.HookImpl]:
+        """The implementations of `hook`, in the order pluggy calls them."""
+        return list(reversed(getattr(self.hook, hook).get_hookimpls()))
+
+    def results(self, hook: str, **kwargs: Any) -> list[tuple[str, Any]]:
+        """(plugin name, result) of each plugin implementing `hook`, called one at a time."""
+        return [(impl.plugin_name, self.call(hook, impl, **kwargs)) for impl in self.impls(hook)]
+
+    def discover(self, hook: str) -> list[tuple[str, list[Any]]]:
+        """Like `results` for the hooks every command calls first: a plugin that fails there is set aside."""
+        found = []
+        for impl in self.impls(hook):
+            try:
+                answer = self.call(hook, impl) or []
+                if not isinstance(answer, (list, tuple)):
+                    raise PluginError(f"{self.label(impl.plugin_name)}: hook {hook} returned "
+                                      f"{type(answer).__name__}, not a list")
+                found.append((impl.plugin_name, list(answer)))
+            except (UsageError, PluginError) as err:
+                self.unregister(impl.plugin)
+                self._backends = None  # a backend it declared is no longer offered
+                self.set_aside(impl.plugin_name, str(err).split(": ", 1)[-1])
+        return found
+
+    def backends(self) -> dict[str, tuple[Backend, str]]:
+        """Backend name -> (its declaration, the name of the plugin that declared it)."""
+        if self._backends is not None:
+            return self._backends
+        found: dict[str, tuple[Backend, str]] = {}
+        for plugin_name, declared in self.discover("pong_train_backends"):
+            for backend in declared:
+                if backend.name in found:
+                    raise UsageError(f"backend '{backend.name}' is declared by two plugins: "
+                                     f"{self.label(found[backend.name][1])} and {self.label(plugin_name)}")
+                found[backend.name] = (backend, plugin_name)
+        self._backends = found
+        return found
+
+    def launch(self, job: Any) -> int | None:
+        """`pong_train_launch` through pluggy (first non-None answer wins), naming the plugin that fails."""
+        for impl in self.impls("pong_train_launch"):
+            status = self.call("pong_train_launch", impl, job=job)
+            if status is not None:
+                return status
+        return None
+
+
+def get_plugin_manager(extra_plugins: Iterable[object] = ()) -> PluginManager:
     """A fresh plugin manager: built-in and third-party plugins alike come from the entry-point group."""
-    pm = pluggy.PluginManager(PROJECT_NAME)
-    pm.add_hookspecs(hookspecs)
-    pm.load_setuptools_entrypoints(PROJECT_NAME)
+    pm = PluginManager()
+    pm.load_installed()
     for plugin in extra_plugins:
-        pm.register(plugin)
-    pm.check_pending()
+        pm.add(plugin)
     return pm
-
-
-def results_by_plugin(pm: pluggy.PluginManager, hook: str) -> list[tuple[str, list[Any]]]:
-    """(plugin name, its result) for each implementation of a collecting hook, to trace results to plugins."""
-    return [(impl.plugin_name, impl.function() or []) for impl in getattr(pm.hook, hook).get_hookimpls()]
-
-
-def backends(pm: pluggy.PluginManager) -> dict[str, tuple[Backend, str]]:
-    """Backend name -> (its declaration, the name of the plugin that declared it)."""
-    found: dict[str, tuple[Backend, str]] = {}
-    for plugin_name, declared in results_by_plugin(pm, "pong_train_backends"):
-        for backend in declared:
-            if backend.name in found:
-                raise UsageError(f"backend '{backend.name}' is declared by two plugins: {plugin_name} and another")
-            found[backend.name] = (backend, plugin_name)
-    return found
-
-
-def distribution_of(pm: pluggy.PluginManager, plugin_name: str) -> tuple[str, str]:
-    """(distribution name, version) a plugin was installed with, or ('-', '-') when registered by hand."""
-    for loaded, dist in pm.list_plugin_distinfo():
-        if pm.get_name(loaded) == plugin_name:
-            return dist.project_name, dist.version
-    return "-", "-"

@@ -8,12 +8,16 @@ import sys
 import time
 from typing import Iterator
 
-quiet = False
-"""Set by --quiet: no progress and no per-result lines, only errors and the final summary."""
+
+def show_notes(notes: list[str]) -> None:
+    """The job's `note:` lines (one per translated legacy key), once the job has passed every check."""
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
 
 
 @contextlib.contextmanager
-def step(message: str) -> Iterator[None]:
+def step(message: str, quiet: bool = False) -> Iterator[None]:
+    """Show `message` while the block runs (nothing with `quiet`, as under --quiet)."""
     if quiet:
         yield
         return

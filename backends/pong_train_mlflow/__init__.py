@@ -6,55 +6,19 @@ same metric names and sit side by side in one MLflow UI.
 
 from __future__ import annotations
 
-import math
+import importlib.util
 import os
-from typing import Any
 
 import click
 
 from pong_train import hookimpl
 from pong_train.errors import UsageError
 from pong_train.job import ResultLogger, Run
-from pong_train.metrics import ALIASES
+from pong_train.loggers import MlflowLogger, run_params
 
-DEFAULT_URI = "./mlruns"
-# Each result sends the article's names, RLlib's paths for them, the timing, and the learner's losses.
-LOGGED_METRICS = (*ALIASES, *ALIASES.values(), "training_iteration", "time_total_s")
-LOSS_PREFIX = "learners/default_policy/"
-
-
-class MlflowLogger(ResultLogger):
-    """Logs params once and each result's metrics (step = training iteration) to one MLflow run.
-
-    With MLFLOW_RUN_ID set (as inside an Azure ML job), it attaches to that run; otherwise it starts
-    a run named after the run directory in the given experiment.
-    """
-
-    def __init__(self, params: dict[str, Any], run_name: str, experiment: str | None = None) -> None:
-        import mlflow
-
-        self._mlflow = mlflow
-        run_id = os.environ.get("MLFLOW_RUN_ID")  # start_run() removes it from the environment
-        if run_id is None and experiment:
-            mlflow.set_experiment(experiment)
-        self._run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name)
-        mlflow.log_params({k: v for k, v in params.items() if v is not None})
-
-    def log_result(self, row: dict[str, Any]) -> None:
-        metrics = {
-            name: float(value)
-            for name, value in row.items()
-            if (name in LOGGED_METRICS or (name.startswith(LOSS_PREFIX) and name.endswith("loss")))
-            and isinstance(value, (int, float)) and math.isfinite(value)
-        }
-        self._mlflow.log_metrics(metrics, step=int(row["training_iteration"]))
-
-    def close(self) -> None:
-        self._mlflow.end_run()
-
-
-def run_params(run: Run) -> dict[str, Any]:
-    return {"run": run.job.run, "env": run.job.env, "backend": run.job.backend, **run.job.config.model_dump()}
+# What a bare `--mlflow` stands for: the store MLflow itself reads by default.
+MLFLOW_DEFAULT = ""
+INSTALL_HINT = "pip install 'pong-train[mlflow]'"
 
 
 def tracking_uri(uri: str) -> str:
@@ -66,11 +30,30 @@ def tracking_uri(uri: str) -> str:
     return uri
 
 
+def default_tracking_uri() -> str:
+    """MLflow's own default store (MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here), as an absolute URI."""
+    import mlflow
+
+    uri = mlflow.get_tracking_uri()
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return tracking_uri(uri)  # the user named this store, file store included
+    if uri.startswith("file:"):
+        # MLflow 3 falls back to ./mlruns when it already holds runs, and then refuses to open it.
+        raise UsageError("--mlflow alone would log to ./mlruns, a file store MLflow 3 opens only with "
+                         "MLFLOW_ALLOW_FILE_STORE=true; name the store: --mlflow ./mlruns, or "
+                         "--mlflow sqlite:///mlflow.db")
+    if uri.startswith("sqlite:") and not all(importlib.util.find_spec(m) for m in ("sqlalchemy", "alembic")):
+        raise UsageError(f"--mlflow's default store ({uri}) needs SQLAlchemy and alembic: {INSTALL_HINT}")
+    return uri
+
+
 @hookimpl
 def pong_train_cli_options() -> list[click.Option]:
     return [
-        click.Option(["--mlflow"], is_flag=False, flag_value=DEFAULT_URI, default=None, metavar="[URI]",
-                     help=f"Log params and every result to MLflow (URI or folder; alone: {DEFAULT_URI})."),
+        click.Option(["--mlflow"], is_flag=False, flag_value=MLFLOW_DEFAULT, default=None, metavar="[URI]",
+                     help="Log params and every result to MLflow: to URI or folder, or alone to MLflow's "
+                          "default store (MLFLOW_TRACKING_URI, else ./mlflow.db), which mlflow.search_runs() "
+                          "and `mlflow ui` read from this folder."),
         click.Option(["--mlflow-experiment"], default="pong-train", show_default=True,
                      help="MLflow experiment for --mlflow."),
     ]
@@ -79,11 +62,11 @@ def pong_train_cli_options() -> list[click.Option]:
 @hookimpl
 def pong_train_result_loggers(run: Run) -> list[ResultLogger]:
     uri = run.job.options.get("mlflow")
-    if not uri:
+    if uri is None:
         return []
     try:
         import mlflow
     except ImportError:
-        raise UsageError("--mlflow needs MLflow: pip install 'pong-train[mlflow]'") from None
-    mlflow.set_tracking_uri(tracking_uri(uri))
+        raise UsageError(f"--mlflow needs MLflow: {INSTALL_HINT}") from None
+    mlflow.set_tracking_uri(tracking_uri(uri) if uri else default_tracking_uri())
     return [MlflowLogger(run_params(run), run.run_dir.name, run.job.options.get("mlflow_experiment"))]

@@ -1,0 +1,179 @@
+"""`pong-train [OPTIONS]`: the root command, which trains (the article's flags) when no subcommand is given."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import click
+from click.core import ParameterSource
+
+from pong_train import __version__, config as cfg
+from pong_train.atari import validate_env_id
+from pong_train.cluster import validate_address
+from pong_train.errors import UsageError
+from pong_train.job import Job
+from pong_train.metrics import validate_stop
+from pong_train.rundir import resumable_job
+
+EXAMPLES = """\b
+Examples:
+  pong-train --preset smoke                       a quick run on this machine
+  pong-train --run IMPALA --env PongNoFrameskip-v4 \\
+      --config '{"num_gpus": 0, "num_workers": 3}' \\
+      --stop '{"episode_reward_mean": 18, "time_total_s": 3600}'
+  pong-train --preset smoke --ray-address 127.0.0.1:6379
+  pong-train --resume runs/IMPALA_PongNoFrameskip-v4_20260101-120000
+  pong-train backends                             list the installed backends
+"""
+
+PLUGIN_ATTR = "pong_train_plugin"
+"""Set on each option a plugin adds: the name of the plugin that added it."""
+
+
+@click.group(invoke_without_command=True, epilog=EXAMPLES,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--run", default="IMPALA", show_default=True, type=click.Choice(["IMPALA"], case_sensitive=False),
+              help="RLlib algorithm.")
+@click.option("--env", default="PongNoFrameskip-v4", show_default=True,
+              help="ALE environment id (PongNoFrameskip-v4, ALE/Pong-v5, any ALE game).")
+@click.option("--config", "config_json", metavar="JSON",
+              help="Training settings as JSON; the article's RLlib 0.8.3 keys are translated.")
+@click.option("--config-file", type=click.Path(path_type=Path, dir_okay=False),
+              help="YAML or JSON file with the same keys as --config (and an optional 'stop').")
+@click.option("--stop", "stop_json", metavar="JSON",
+              help='Stop criteria as JSON, e.g. \'{"episode_reward_mean": 18, "time_total_s": 3600}\'.')
+@click.option("--preset", type=click.Choice([p for p in cfg.PRESETS if p != "default"]),
+              help="Named starting settings: smoke (a quick run), seed (the article's settings), "
+                   "fast-gpu (time to score on 16 cores and a GPU).")
+@click.option("--backend", default="local", show_default=True, help="Where the job runs and where its metrics go.")
+@click.option("--ray-address", metavar="HOST:PORT", help="Join this Ray cluster instead of starting one.")
+@click.option("--storage-path", default=Path("runs"), show_default=True, type=click.Path(path_type=Path),
+              help="Folder that receives the run directory.")
+@click.option("--checkpoint-freq", type=click.IntRange(min=0),
+              help="Checkpoint every N iterations [default: about every 5 minutes].")
+@click.option("--checkpoint-keep", default=3, show_default=True, type=click.IntRange(min=1),
+              help="Checkpoints kept (the latest ones).")
+@click.option("--name", help="Experiment name; the run directory is NAME_<timestamp>.")
+@click.option("--resume", type=click.Path(path_type=Path, file_okay=False), metavar="RUN_DIR",
+              help="Continue the run in RUN_DIR from its latest checkpoint.")
+@click.option("--job", "job_file", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
+              help="Run the job saved in FILE (a job.json), as a backend does on the machines it runs jobs on.")
+@click.option("--dashboard", is_flag=True, help="Start Ray's dashboard on 127.0.0.1 (embedded cluster).")
+@click.option("--debug", is_flag=True, help="Show tracebacks and Ray's own logs.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress and no per-result lines; errors and summary only.")
+@click.option("--json", "json_summary", is_flag=True, help="End with a one-line JSON summary of the run.")
+@click.version_option(__version__, "--version", prog_name="pong-train")
+@click.pass_context
+def cli(ctx: click.Context, **params: Any) -> int | None:
+    """Train an IMPALA agent on Atari Pong with Ray RLlib.
+
+    With no subcommand, trains: on an embedded Ray cluster (default), an existing one
+    (--ray-address), or wherever --backend sends the job.
+    """
+    if ctx.invoked_subcommand is not None:
+        return None
+    plugins = ctx.obj
+    owners = {p.name: getattr(p, PLUGIN_ATTR) for p in ctx.command.params if getattr(p, PLUGIN_ATTR, None)}
+    core = {k: v for k, v in params.items() if k not in owners}
+    given = {k for k in params if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+    if core["resume"] or core["job_file"]:
+        job = saved_job(ctx, plugins, core, given, {k: v for k, v in params.items() if k in owners and k in given})
+    else:
+        job = build_job(plugins, core, {k: v for k, v in params.items() if k in owners})
+    check_option_owners(ctx, plugins, job.backend, owners, given)
+    status = plugins.launch(job)
+    if status is None:
+        raise UsageError(f"no installed plugin launches backend '{job.backend}'")
+    return status
+
+
+def check_backend(plugins: Any, name: str) -> None:
+    known = plugins.backends()
+    if name not in known:
+        raise UsageError(f"backend '{name}' is not installed; installed: {', '.join(sorted(known))} "
+                         "(pong-train backends lists them)")
+
+
+def check_option_owners(ctx: click.Context, plugins: Any, backend: str, owners: dict[str, str],
+                        given: set[str]) -> None:
+    """Options of another backend make no sense here; observers' options go with any backend."""
+    backend_plugins = {plugin for _, plugin in plugins.backends().values()}
+    for name, plugin_name in owners.items():
+        if name in given and plugin_name in backend_plugins - {plugins.backends()[backend][1]}:
+            flag = next(p.opts[0] for p in ctx.command.params if p.name == name)
+            raise UsageError(f"{flag} belongs to {plugins.label(plugin_name)}, not to backend '{backend}'")
+
+
+def stop_criteria(stop_json: str | None, file_stop: Any, preset: dict[str, Any]) -> dict[str, float]:
+    if stop_json is not None:
+        return validate_stop(cfg.parse_json_arg(stop_json, "--stop"))
+    if file_stop is not None:
+        if not isinstance(file_stop, dict):
+            raise UsageError("--config-file: 'stop' must be a mapping of metric name to threshold")
+        return validate_stop(file_stop)
+    return validate_stop(preset.get("stop", cfg.DEFAULT_STOP))
+
+
+def build_job(plugins: Any, params: dict[str, Any], plugin_options: dict[str, Any]) -> Job:
+    """Resolve defaults < preset < config file < --config into a validated Job, with a note per translated key."""
+    check_backend(plugins, params["backend"])
+    preset = cfg.PRESETS[params["preset"] or "default"]
+    notes: list[str] = []
+    layers = [cfg.translate(preset.get("config", {}), f"preset {params['preset']}", notes)]
+    file_stop = None
+    if params["config_file"] is not None:
+        data = cfg.load_config_file(params["config_file"])
+        file_stop = data.pop("stop", None)
+        layers.append(cfg.translate(data, f"--config-file {params['config_file']}", notes))
+    if params["config_json"] is not None:
+        layers.append(cfg.translate(cfg.parse_json_arg(params["config_json"], "--config"), "--config", notes))
+    train_config = cfg.build_config(layers)
+    stop = stop_criteria(params["stop_json"], file_stop, preset)
+    validate_env_id(params["env"])
+    if params["ray_address"] is not None:
+        validate_address(params["ray_address"])
+    checkpoint_freq = params["checkpoint_freq"]
+    if checkpoint_freq is None:  # about five minutes of work between checkpoints
+        checkpoint_freq = preset.get("checkpoint_freq", math.ceil(300 / max(train_config.min_time_s_per_iteration, 1)))
+    return Job(
+        backend=params["backend"], run=params["run"], env=params["env"], config=train_config, stop=stop,
+        storage_path=params["storage_path"], ray_address=params["ray_address"], checkpoint_freq=checkpoint_freq,
+        checkpoint_keep=params["checkpoint_keep"], name=params["name"], dashboard=params["dashboard"],
+        debug=params["debug"], quiet=params["quiet"], json_summary=params["json_summary"], options=as_json(plugin_options),
+        notes=notes, plugin_manager=plugins,
+    )
+
+
+def as_json(options: dict[str, Any]) -> dict[str, Any]:
+    """Plugin option values as job.json gives them back (a multiple=True option's tuple is a list)."""
+    return {name: list(value) if isinstance(value, tuple) else value for name, value in options.items()}
+
+
+# Beside --resume or --job: how to run the saved job here, never what it trains.
+SAVED_JOB_KEEPS = {"resume", "job_file", "ray_address", "debug", "dashboard", "quiet", "json_summary"}
+
+
+def saved_job(ctx: click.Context, plugins: Any, params: dict[str, Any], given: set[str],
+              given_options: dict[str, Any]) -> Job:
+    """The job of an earlier run (--resume) or of a job file (--job), with this command line's own
+    settings for how to run it and the plugin options it gives laid over the saved ones."""
+    flag = "--resume" if params["resume"] else "--job"
+    if params["resume"] and params["job_file"]:
+        raise UsageError("--resume and --job both name a job; give one")
+    refused = [p.opts[0] for p in ctx.command.params
+               if p.name in given and p.name in params and p.name not in SAVED_JOB_KEEPS]
+    if refused:
+        raise UsageError(f"{flag} runs a job with its own settings; drop {', '.join(refused)}")
+    if params["resume"]:
+        job = resumable_job(params["resume"], plugins)
+        how = {k: params[k] for k in ("ray_address", "debug", "dashboard", "quiet", "json_summary")}
+    else:
+        job = Job.load(params["job_file"], plugins)
+        how = {k: params[k] for k in ("ray_address", "debug", "dashboard", "quiet", "json_summary") if k in given}
+    if not any(name == job.backend for name in plugins.backends()):
+        raise UsageError(f"{flag}: the job's backend '{job.backend}' is not installed")
+    if how.get("ray_address") is not None:
+        validate_address(how["ray_address"])
+    return job.model_copy(update={**how, "options": {**job.options, **as_json(given_options)}})

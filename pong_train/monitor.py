@@ -1,0 +1,107 @@
+"""The Tune glue on the driver's side: each result becomes a row for every logger, stop criteria are
+checked on it, and Ctrl-C or SIGTERM turns into a checkpoint and a clean stop."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+from pong_train.job import ResultLogger, Run
+from pong_train.loggers import METRICS_FILE, ConsoleLogger, GuardedLogger, JsonlLogger
+from pong_train.metrics import reached, reported_row
+from pong_train.rllib_config import rss_mb
+from pong_train.rundir import PLACEMENT_FILE, write_json
+
+# State of the run this process drives, kept outside the Tune stopper and callback: Tune pickles those
+# into its experiment state, and a resumed run gets them back unpickled.
+_live_loggers: dict[str, list[GuardedLogger]] = {}
+_interrupted: dict[str, int] = {}
+
+
+def core_loggers(run: Run) -> list[ResultLogger]:
+    """What every run gets whatever its backend: `metrics.jsonl`, and a console line unless --quiet."""
+    console = [] if run.job.quiet else [ConsoleLogger(run.job.stop)]
+    return [*console, JsonlLogger(run.run_dir / METRICS_FILE)]
+
+
+class RunMonitor:
+    """Driver-side bookkeeping of one run: rows, stop criteria, loggers, interruption."""
+
+    def __init__(self, run: Run, plugin_loggers: list[tuple[str, ResultLogger]]) -> None:
+        self.run_dir = str(run.run_dir)
+        self.stop = run.job.stop
+        self.latest: dict[str, dict] = {}
+        _live_loggers[self.run_dir] = [GuardedLogger(logger) for logger in core_loggers(run)] + [
+            GuardedLogger(logger, owner) for owner, logger in plugin_loggers]
+
+    def __getstate__(self) -> dict:
+        return {"run_dir": self.run_dir, "stop": self.stop, "latest": {}}
+
+    def should_stop(self, trial_id: str, result: dict) -> bool:
+        self.latest[trial_id] = row = reported_row(result)
+        # An interrupted run stops like a finished one, so Tune writes its checkpoint at the end.
+        return bool(reached(self.stop, row)) or self.run_dir in _interrupted
+
+    def on_result(self, trial_id: str, result: dict) -> None:
+        row = self.latest.pop(trial_id, None) or reported_row(result)
+        row["rss_mb/driver"] = rss_mb()
+        if result.get("placement"):
+            write_json(Path(self.run_dir) / PLACEMENT_FILE, result["placement"])
+        for logger in _live_loggers.get(self.run_dir, []):
+            logger.log_result(row)
+
+    def tune_hooks(self) -> tuple[Any, Any]:
+        """The Tune stopper and callback that drive this monitor (Tune calls the stopper first)."""
+        from ray import tune
+
+        monitor = self
+
+        class StopCriteria(tune.Stopper):
+            def __call__(self, trial_id: str, result: dict) -> bool:
+                return monitor.should_stop(trial_id, result)
+
+            def stop_all(self) -> bool:
+                return False
+
+        class ForwardResults(tune.Callback):
+            def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+                monitor.on_result(trial.trial_id, result)
+
+        return StopCriteria(), ForwardResults()
+
+
+def close_loggers(run_dir: Path) -> dict[str, int]:
+    """Close the run's loggers; returns {logger name: results it never took} for those that lost any."""
+    lost = {}
+    for logger in _live_loggers.pop(str(run_dir), []):
+        if count := logger.close():
+            lost[logger.name] = count
+    return lost
+
+
+def interruption(run_dir: Path) -> int | None:
+    """The signal that interrupted the run, if one did (and forget it)."""
+    return _interrupted.pop(str(run_dir), None)
+
+
+@contextlib.contextmanager
+def checkpoint_on_signal(run_dir: Path) -> Iterator[None]:
+    """Ctrl-C or SIGTERM: finish the current iteration, checkpoint, stop. A second one aborts at once."""
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handle(signum: int, _frame: Any) -> None:
+        if str(run_dir) in _interrupted:
+            raise KeyboardInterrupt
+        _interrupted[str(run_dir)] = signum
+        print("pong-train: stopping after this iteration to save a checkpoint (again to abort)", file=sys.stderr)
+
+    for sig in previous:
+        signal.signal(sig, handle)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

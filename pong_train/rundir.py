@@ -1,0 +1,104 @@
+"""The run directory: created once per run, never reused; what the core writes there besides Tune's files."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from pong_train import __version__
+from pong_train.errors import UsageError
+from pong_train.job import JOB_FILE, Job, Run
+from pong_train.loggers import METRICS_FILE, read_metrics
+
+RUN_FILE = "run.json"
+"""How the run stands: pong-train's version, the status (running, completed, interrupted, failed,
+lost-results) and the command line that started it."""
+PLACEMENT_FILE = "placement.json"
+CURVE_FILE = "curve.png"
+
+
+def check_storage(storage_path: Path) -> None:
+    """Refuse an unwritable storage path before anything starts (and before anything is written)."""
+    existing = storage_path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"--storage-path {storage_path}: {existing} is a file, not a folder")
+    try:
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as err:
+        raise UsageError(
+            f"--storage-path {storage_path}: cannot write in {existing} ({err.strerror}); choose a folder you can write to"
+        ) from None
+
+
+def make_run_dir(job: Job) -> Path:
+    """Create a new, uniquely named run directory; never reuses one."""
+    base = job.name or f"{job.run}_{job.env.replace('/', '-')}"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    try:
+        job.storage_path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"--storage-path {job.storage_path}: cannot create it ({err.strerror})") from None
+    for attempt in range(1000):
+        run_dir = job.storage_path / (f"{base}_{stamp}" + (f"-{attempt}" if attempt else ""))
+        try:
+            run_dir.mkdir()
+        except FileExistsError:
+            continue
+        return run_dir.resolve()
+    raise UsageError(f"--storage-path {job.storage_path}: could not create a unique run directory")
+
+
+def write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    tmp.replace(path)
+
+
+def record(run: Run, status: str) -> None:
+    """Keep the job (`job.json`, what --resume reads) and how the run stands (`run.json`)."""
+    run.job.model_copy(update={"resume_dir": None}).save(run.run_dir / JOB_FILE)
+    write_json(run.run_dir / RUN_FILE, {"pong_train_version": __version__, "status": status,
+                                        "backend": run.job.backend, "argv": sys.argv[1:]})
+
+
+def resumable_job(run_dir: Path, plugin_manager: Any) -> Job:
+    """The job of an earlier run, to continue from its latest checkpoint; refuses what cannot resume."""
+    if not (run_dir / JOB_FILE).is_file():
+        raise UsageError(f"--resume {run_dir}: not a pong-train run directory (no {JOB_FILE})")
+    job = Job.load(run_dir / JOB_FILE, plugin_manager)
+    try:
+        status = json.loads((run_dir / RUN_FILE).read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        status = None
+    if status == "completed":
+        raise UsageError(f"--resume {run_dir}: nothing to resume, the run already reached its stop criteria")
+    return job.model_copy(update={"resume_dir": run_dir.resolve(), "storage_path": run_dir.resolve().parent})
+
+
+def summary(run: Run, status: str) -> dict[str, Any]:
+    """The machine-readable end of a run (`--json`): where it is, how it ended, its last figures."""
+    metrics = run.run_dir / METRICS_FILE
+    rows = read_metrics(metrics) if metrics.exists() else []
+    last = rows[-1] if rows else {}
+    checkpoints = sorted(run.run_dir.glob("*/checkpoint_*"))
+    keys = ("training_iteration", "episode_reward_mean", "episodes_total", "timesteps_total", "time_total_s")
+    return {"status": status, "run_dir": str(run.run_dir),
+            "checkpoint": str(checkpoints[-1]) if checkpoints else None, **{k: last.get(k) for k in keys}}
+
+
+def plot_curve(run_dir: Path) -> None:
+    """curve.png from metrics.jsonl; a failed plot warns, it never fails a finished run."""
+    from pong_train.plotting import plot_runs
+
+    if not (run_dir / METRICS_FILE).exists():
+        return
+    try:
+        print(f"learning curve: {plot_runs([run_dir], run_dir / CURVE_FILE)}")
+    except Exception as err:
+        print(f"warning: no learning curve plotted ({type(err).__name__}: {err})", file=sys.stderr)
