@@ -14,24 +14,9 @@ from pong_train import hookimpl
 from pong_train.errors import UsageError
 from pong_train.job import Backend, Job, ResultLogger, Run
 from pong_train_azureml.options import cli_options, parse_options
+from pong_train_azureml.sdk import require_sdk
 
 NAME = "azureml"
-INSTALL_HINT = "pip install 'pong-train[azureml]' (from a clone: scripts/setup.sh azureml)"
-
-
-def require_sdk(*modules: str) -> None:
-    import importlib
-    import logging
-
-    # The SDK announces its experimental classes (RayDistribution) on every use, and chats at INFO.
-    logging.getLogger("azure.ai.ml._utils._experimental").setLevel(logging.ERROR)
-    logging.getLogger("azure").setLevel(logging.WARNING)
-
-    for module in modules:
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            raise UsageError(f"the azureml backend needs the Azure SDKs, which are not installed: {INSTALL_HINT}") from None
 
 
 @hookimpl
@@ -60,16 +45,16 @@ def pong_train_launch(job: Job) -> int | None:
         require_sdk("mlflow", "azureml.mlflow")
         from pong_train_azureml.in_job import run_in_job
 
-        return run_in_job(job, opts.in_job, opts.instance_count)
+        return run_in_job(job, opts)
     require_sdk("azure.ai.ml", "azure.identity", *(["azureml.core"] if opts.sdk == "v1" else []))
-    from pong_train.training import make_run_dir
+    from pong_train import progress
+    from pong_train.rundir import make_run_dir
     from pong_train_azureml import service, spec
 
     vm_size = opts.vm_size_for(job.config.num_gpus_per_learner > 0)
     if opts.dry_run:
-        spec.check_gpu(job, vm_size, f"compute {opts.compute}")
-        for note in job.notes:
-            print(f"note: {note}", file=sys.stderr)
+        spec.check_gpu(job, vm_size, opts.head_compute)
+        progress.show_notes(job.notes)
         run_dir = make_run_dir(job)
         written = spec.write_dry_run(job, opts, vm_size, run_dir / "azureml")
         if opts.sdk == "v1":
@@ -83,28 +68,24 @@ def pong_train_launch(job: Job) -> int | None:
         return 0
     if opts.sdk == "v1":
         raise UsageError(f"{spec.V1_NOTICE}; use --dry-run to write its spec, or the default --azureml-sdk v2")
-    from pong_train import progress
-
-    with progress.step("connecting to the Azure ML workspace"):
+    with progress.step("connecting to the Azure ML workspace", quiet=job.quiet):
         client = service.ml_client(opts)
     return submit_and_follow(job, opts, client)
 
 
 def submit_and_follow(job: Job, opts: Any, client: Any) -> int:
     """Make sure the compute exists, check the GPU against it, submit, and follow the job unless --no-wait."""
-    from pong_train.training import make_run_dir
+    from pong_train import progress
+    from pong_train.rundir import make_run_dir
     from pong_train_azureml import service, spec
 
     wanted = spec.compute_spec(opts, opts.vm_size_for(job.config.num_gpus_per_learner > 0))
     vm_size = service.ensure_compute(client, wanted)
-    spec.check_gpu(job, vm_size, f"compute {opts.compute}")
-    for note in job.notes:
-        print(f"note: {note}", file=sys.stderr)
+    spec.check_gpu(job, vm_size, opts.compute)
+    progress.show_notes(job.notes)
     run_dir = make_run_dir(job)
     spec.write_dry_run(job, opts, vm_size, run_dir / "azureml")
-    from pong_train import progress
-
-    with progress.step("uploading the source and submitting the job"):
+    with progress.step("uploading the source and submitting the job", quiet=job.quiet):
         created = service.submit(client, spec.command_job(job, opts, vm_size, run_dir / "azureml"))
     (run_dir / "azureml" / "job-name.txt").write_text(created.name + "\n")
     if opts.no_wait:
@@ -114,12 +95,9 @@ def submit_and_follow(job: Job, opts: Any, client: Any) -> int:
 
 @hookimpl
 def pong_train_result_loggers(run: Run) -> list[ResultLogger]:
-    if run.job.backend != NAME:
+    # Inside the job Azure ML points MLflow at the job's run; the core keeps the console line and metrics.jsonl.
+    if run.job.backend != NAME or not parse_options(run.job.options).in_job:
         return []
-    from pong_train.loggers import METRICS_FILE, ConsoleLogger, JsonlLogger
-    from pong_train_mlflow import MlflowLogger, run_params
+    from pong_train.loggers import MlflowLogger, run_params
 
-    loggers: list[ResultLogger] = [ConsoleLogger(run.job.stop), JsonlLogger(run.run_dir / METRICS_FILE)]
-    if parse_options(run.job.options).in_job:  # Azure ML points MLflow at the job's run
-        loggers.append(MlflowLogger(run_params(run), run.run_dir.name))
-    return loggers
+    return [MlflowLogger(run_params(run), run.run_dir.name)]

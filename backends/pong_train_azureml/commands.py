@@ -1,39 +1,30 @@
-"""`pong-train azureml status|logs|cancel|download JOB`: follow up on a submitted job."""
+"""`pong-train azureml status|logs|cancel|download|resume JOB`: follow up on a submitted job."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Callable
 
 import click
 
-from pong_train_azureml.options import parse_options
+from pong_train_azureml.options import declarations, parse_options
+from pong_train_azureml.sdk import require_sdk
 
-workspace_options = [
-    click.option("--workspace-config", type=click.Path(path_type=Path), help="Workspace config.json."),
-    click.option("--subscription"),
-    click.option("--resource-group"),
-    click.option("--workspace"),
-]
+WORKSPACE_FIELDS = ("workspace_config", "subscription", "resource_group", "workspace")
 
 
-def with_workspace(command):
-    for option in reversed(workspace_options):
-        command = option(command)
+def with_workspace(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the backend's own workspace options (the same declarations as `--backend azureml` has)."""
+    for _, decls, settings in reversed(declarations(*WORKSPACE_FIELDS)):
+        command = click.option(*decls, **settings)(command)
     return command
 
 
-def client_for(**workspace):
-    from pong_train_azureml import require_sdk, service
+def client_for(**workspace: Any) -> tuple[Any, Any]:
+    import pong_train_azureml.service as service
 
     require_sdk("azure.ai.ml", "azure.identity")
-    defaults = {
-        "dry_run": False, "no_wait": False, "azureml_launch": "ray", "azureml_sdk": "v2", "experiment": "",
-        "display_name": None, "tags": (), "compute": "", "vm_size": None, "instance_count": 1,
-        "min_instances": 0, "max_instances": None, "idle_seconds": 1800, "low_priority": False, "vnet": None,
-        "subnet": "default", "image": None, "shm_size": "16g", "timeout": None, "env_vars": (),
-        "azureml_in_job": None,
-    }
-    return service, service.ml_client(parse_options({**defaults, **workspace}))
+    return service, service.ml_client(parse_options(workspace))
 
 
 @click.group("azureml")
@@ -44,7 +35,7 @@ def azureml_group() -> None:
 @azureml_group.command()
 @click.argument("job")
 @with_workspace
-def status(job: str, **workspace) -> None:
+def status(job: str, **workspace: Any) -> None:
     """Print the job's status."""
     service, client = client_for(**workspace)
     click.echo(service.job_status(client, job))
@@ -53,7 +44,7 @@ def status(job: str, **workspace) -> None:
 @azureml_group.command()
 @click.argument("job")
 @with_workspace
-def logs(job: str, **workspace) -> int:
+def logs(job: str, **workspace: Any) -> int:
     """Stream the job's logs until it ends; exit with its final status."""
     service, client = client_for(**workspace)
     return service.follow(client, job)
@@ -62,7 +53,7 @@ def logs(job: str, **workspace) -> int:
 @azureml_group.command()
 @click.argument("job")
 @with_workspace
-def cancel(job: str, **workspace) -> None:
+def cancel(job: str, **workspace: Any) -> None:
     """Cancel the job."""
     service, client = client_for(**workspace)
     service.cancel(client, job)
@@ -73,7 +64,20 @@ def cancel(job: str, **workspace) -> None:
 @click.argument("job")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Folder [default: azureml-downloads/JOB].")
 @with_workspace
-def download(job: str, output: Path | None, **workspace) -> None:
-    """Download the job's outputs and logs (metrics.jsonl and checkpoints are under outputs/runs)."""
+def download(job: str, output: Path | None, **workspace: Any) -> None:
+    """Download the job's outputs and logs; the run directory is under named-outputs/runs."""
     service, client = client_for(**workspace)
     click.echo(f"downloaded to {service.download(client, job, output)}")
+
+
+@azureml_group.command()
+@click.argument("job")
+@click.option("--no-wait", is_flag=True, help="Return once the new job is submitted.")
+@click.option("--dry-run", is_flag=True, help="Print the new job's spec (job YAML) instead of submitting it.")
+@with_workspace
+def resume(job: str, no_wait: bool, dry_run: bool, **workspace: Any) -> int:
+    """Continue a failed or cancelled job from its latest checkpoint, as a new job on the same run directory."""
+    from pong_train_azureml.resume import resume_job
+
+    _, client = client_for(**workspace)
+    return resume_job(client, job, no_wait=no_wait, dry_run=dry_run)

@@ -1,103 +1,168 @@
-"""The azureml backend's command-line options, and their parsed, validated form."""
+"""The azureml backend's options, each declared once: a field of AzureOptions with its flag, default and help."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any, Literal, Optional, get_args, get_origin
 
 import click
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
 from pong_train.errors import UsageError
 
 DEFAULT_EXPERIMENT = "rllib-pong-multi-node"
 GPU_VM_SIZE = "Standard_NC4as_T4_v3"
 CPU_VM_SIZE = "Standard_D4s_v3"
-GPU_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.8-cudnn8-ubuntu22.04:latest"
+# The image's CUDA and torch's wheel build go together. Torch 2.13 ships CUDA 12.6, 13.0 and 13.2 wheels, none for
+# 11.8; the 12.6 build is the one that still runs on Volta (NCv3's V100) as well as T4, A100 and H100.
+GPU_IMAGE = "mcr.microsoft.com/azureml/openmpi5.0-cuda12.6-ubuntu24.04:latest"
+GPU_TORCH_BUILD = "cu126"
 CPU_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest"
+CPU_TORCH_BUILD = "cpu"
 
 VM_SIZE = re.compile(r"^(standard|basic)_[a-z]+\d+[a-z0-9_-]*$", re.IGNORECASE)
 # N-series sizes carry GPUs: NC (compute), ND (deep learning), NV (visualisation), NG.
 GPU_FAMILY = re.compile(r"^(standard_)?n[cdvg]", re.IGNORECASE)
 SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|PASSWD|CONNECTION_STRING|SAS|CREDENTIAL", re.IGNORECASE)
 SHM_SIZE = re.compile(r"^(\d+)([kmg])$", re.IGNORECASE)
+RUNS_FOLDER_FLAG = "--azureml-runs-folder"  # the submitted command names it (spec.in_job_command)
 
 
 def is_gpu_size(vm_size: str) -> bool:
     return bool(GPU_FAMILY.match(vm_size))
 
 
-def cli_options() -> list[click.Option]:
-    return [
-        click.Option(["--dry-run"], is_flag=True,
-                     help="Write the job spec, environment and upload list to the run directory; no network."),
-        click.Option(["--no-wait"], is_flag=True, help="Return once the job is submitted."),
-        click.Option(["--azureml-launch"], type=click.Choice(["ray", "mpi"]), default="ray", show_default=True,
-                     help="ray: Azure ML starts Ray (RayDistribution); mpi: an MPI job that starts Ray itself."),
-        click.Option(["--azureml-sdk"], type=click.Choice(["v2", "v1"]), default="v2", show_default=True,
-                     help="v1 builds the article's retired ReinforcementLearningEstimator."),
-        click.Option(["--workspace-config"], type=click.Path(path_type=Path),
-                     help="Workspace config.json [default: found from the current folder up]."),
-        click.Option(["--subscription"], help="Azure subscription id (instead of config.json)."),
-        click.Option(["--resource-group"], help="Resource group of the workspace."),
-        click.Option(["--workspace"], help="Azure ML workspace name."),
-        click.Option(["--experiment"], default=DEFAULT_EXPERIMENT, show_default=True, help="Experiment name."),
-        click.Option(["--display-name"], help="Display name of the job."),
-        click.Option(["--tag", "tags"], multiple=True, metavar="KEY=VALUE", help="Job tag (repeatable)."),
-        click.Option(["--compute"], default="pong-train-cluster", show_default=True,
-                     help="Compute cluster: reused if present, created if missing."),
-        click.Option(["--vm-size"], help=f"VM size [default: {GPU_VM_SIZE} with a GPU, else {CPU_VM_SIZE}]."),
-        click.Option(["--instance-count"], type=click.IntRange(min=1), default=2, show_default=True,
-                     help="Nodes of the Ray cluster."),
-        click.Option(["--min-instances"], type=click.IntRange(min=0), default=0, show_default=True,
-                     help="Cluster minimum nodes."),
-        click.Option(["--max-instances"], type=click.IntRange(min=1),
-                     help="Cluster maximum nodes [default: --instance-count]."),
-        click.Option(["--idle-seconds"], type=click.IntRange(min=60), default=1800, show_default=True,
-                     help="Idle time before the cluster scales down."),
-        click.Option(["--low-priority"], is_flag=True, help="Low-priority (preemptible) nodes."),
-        click.Option(["--vnet"], help="Virtual network of the cluster (with --subnet)."),
-        click.Option(["--subnet"], default="default", show_default=True, help="Subnet of --vnet."),
-        click.Option(["--image"], help="Docker image [default: Azure ML's OpenMPI image, CUDA one for GPU sizes]."),
-        click.Option(["--shm-size"], default="16g", show_default=True, help="Shared memory per node (at least 8g)."),
-        click.Option(["--timeout"], type=click.IntRange(min=60),
-                     help="Job time limit in seconds [default: the stop's time_total_s plus 30 minutes, else 24 h]."),
-        click.Option(["--env-var", "env_vars"], multiple=True, metavar="NAME",
-                     help="Forward this environment variable to the job (repeatable); nothing is forwarded unnamed."),
-        click.Option(["--azureml-in-job"], type=click.Choice(["ray", "mpi"]), hidden=True,
-                     help="Set by the submitted command: this process runs inside the Azure ML job."),
-    ]
+class Flag:
+    """How a field of AzureOptions appears on the command line: its flags and click's own settings for it."""
+
+    def __init__(self, *decls: str, **settings: Any) -> None:
+        self.decls = list(decls)
+        self.settings = settings
 
 
-@dataclasses.dataclass
-class AzureOptions:
-    dry_run: bool
-    no_wait: bool
-    launch: str
-    sdk: str
-    workspace_config: Optional[Path]
-    subscription: Optional[str]
-    resource_group: Optional[str]
-    workspace: Optional[str]
-    experiment: str
-    display_name: Optional[str]
-    tags: dict[str, str]
-    compute: str
-    vm_size: Optional[str]
-    instance_count: int
-    min_instances: int
-    max_instances: int
-    idle_seconds: int
-    low_priority: bool
-    vnet: Optional[str]
-    subnet: str
-    image: Optional[str]
-    shm_size: str
-    timeout: Optional[int]
-    env_vars: dict[str, str]
-    in_job: Optional[str]
+class AzureOptions(BaseModel):
+    """The azureml backend's settings; each field is one command-line option, its docstring the option's help."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    dry_run: Annotated[bool, Flag("--dry-run")] = False
+    """Write the job spec, environment and upload list to the run directory; no network."""
+    no_wait: Annotated[bool, Flag("--no-wait")] = False
+    """Return once the job is submitted."""
+    launch: Annotated[Literal["ray", "mpi"], Flag("--azureml-launch")] = "ray"
+    """ray: Azure ML starts Ray (RayDistribution); mpi: an MPI job that starts Ray itself."""
+    sdk: Annotated[Literal["v2", "v1"], Flag("--azureml-sdk")] = "v2"
+    """v1 builds the article's retired ReinforcementLearningEstimator."""
+    workspace_config: Annotated[Optional[Path], Flag("--workspace-config", type=click.Path(path_type=Path))] = None
+    """Workspace config.json [default: found from the current folder up]."""
+    subscription: Annotated[Optional[str], Flag("--subscription")] = None
+    """Azure subscription id (instead of config.json)."""
+    resource_group: Annotated[Optional[str], Flag("--resource-group")] = None
+    """Resource group of the workspace."""
+    workspace: Annotated[Optional[str], Flag("--workspace")] = None
+    """Azure ML workspace name."""
+    experiment: Annotated[str, Flag("--experiment")] = DEFAULT_EXPERIMENT
+    """Experiment name."""
+    display_name: Annotated[Optional[str], Flag("--display-name")] = None
+    """Display name of the job."""
+    tags: Annotated[dict[str, str], Flag("--tag", "tags", multiple=True, metavar="KEY=VALUE")] = {}
+    """Job tag (repeatable)."""
+    compute: Annotated[str, Flag("--compute")] = "pong-train-cluster"
+    """Compute cluster: reused if present, created if missing."""
+    head_compute: Annotated[Optional[str], Flag("--head-compute")] = None
+    """--azureml-sdk v1: the Ray head's cluster, the article's GPU one [default: --compute]."""
+    worker_compute: Annotated[Optional[str], Flag("--worker-compute")] = None
+    """--azureml-sdk v1: the Ray workers' cluster, the article's CPU one [default: --compute]."""
+    vm_size: Annotated[Optional[str], Flag(
+        "--vm-size", help=f"VM size [default: {GPU_VM_SIZE} with a GPU, else {CPU_VM_SIZE}].")] = None
+    instance_count: Annotated[int, Flag("--instance-count", type=click.IntRange(min=1))] = 2
+    """Nodes of the Ray cluster."""
+    min_instances: Annotated[int, Flag("--min-instances", type=click.IntRange(min=0))] = 0
+    """Cluster minimum nodes."""
+    max_instances: Annotated[Optional[int], Flag("--max-instances", type=click.IntRange(min=1))] = None
+    """Cluster maximum nodes [default: --instance-count]."""
+    idle_seconds: Annotated[int, Flag("--idle-seconds", type=click.IntRange(min=60))] = 1800
+    """Idle time before the cluster scales down."""
+    low_priority: Annotated[bool, Flag("--low-priority")] = False
+    """Low-priority (preemptible) nodes."""
+    vnet: Annotated[Optional[str], Flag("--vnet")] = None
+    """Virtual network of the cluster (with --subnet)."""
+    subnet: Annotated[str, Flag("--subnet")] = "default"
+    """Subnet of --vnet."""
+    datastore: Annotated[str, Flag("--datastore")] = "workspaceblobstore"
+    """Datastore that keeps the run directory, so `pong-train azureml resume` can continue a stopped job."""
+    image: Annotated[Optional[str], Flag("--image")] = None
+    """Docker image [default: Azure ML's OpenMPI image, CUDA one for GPU sizes]."""
+    shm_size: Annotated[str, Flag("--shm-size")] = "16g"
+    """Shared memory per node (at least 8g)."""
+    timeout: Annotated[Optional[int], Flag("--timeout", type=click.IntRange(min=60))] = None
+    """Job time limit in seconds [default: the stop's time_total_s plus 30 minutes, else 24 h]."""
+    env_vars: Annotated[dict[str, str], Flag("--env-var", "env_vars", multiple=True, metavar="NAME")] = {}
+    """Forward this environment variable to the job (repeatable); nothing is forwarded unnamed."""
+    in_job: Annotated[Optional[Literal["ray", "mpi"]], Flag("--azureml-in-job", hidden=True)] = None
+    """Set in the submitted job: this process runs inside the Azure ML job."""
+    runs_folder: Annotated[Optional[Path], Flag(RUNS_FOLDER_FLAG, hidden=True, type=click.Path(path_type=Path))] = None
+    """Set by the submitted command: where Azure ML mounted the job's `runs` output, the run directory's parent."""
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags(cls, given: Any) -> Any:
+        if isinstance(given, dict):
+            return given
+        tags = {}
+        for tag in given:
+            key, sep, value = tag.partition("=")
+            if not sep or not key:
+                raise UsageError(f"--tag {tag!r} is not KEY=VALUE")
+            tags[key] = value
+        return tags
+
+    @field_validator("vm_size")
+    @classmethod
+    def _vm_size(cls, vm_size: Optional[str]) -> Optional[str]:
+        if vm_size is not None and not VM_SIZE.match(vm_size):
+            raise UsageError(f"--vm-size {vm_size!r} is not an Azure VM size like Standard_NC6 or Standard_D4s_v3")
+        return vm_size
+
+    @field_validator("shm_size")
+    @classmethod
+    def _shm_size(cls, shm_size: str) -> str:
+        shm = SHM_SIZE.match(shm_size)
+        if not shm:
+            raise UsageError(f"--shm-size {shm_size!r} is not a size like 16g")
+        if int(shm.group(1)) / {"k": 1024**2, "m": 1024, "g": 1}[shm.group(2).lower()] < 8:
+            raise UsageError(f"--shm-size {shm_size} is below 8g; Ray's object store needs the shared memory")
+        return shm_size
+
+    @field_validator("env_vars", mode="before")
+    @classmethod
+    def _env_vars(cls, given: Any) -> Any:
+        if isinstance(given, dict):
+            return given
+        for name in given:
+            if SECRET_NAME.search(name):
+                raise UsageError(f"--env-var {name} looks like a secret; secrets never go into job specs, "
+                                 "use an Azure Key Vault reference or a workspace connection")
+            if name not in os.environ:
+                raise UsageError(f"--env-var {name} is not set in this environment")
+        return {name: os.environ[name] for name in given}
+
+    @model_validator(mode="after")
+    def _together(self) -> "AzureOptions":
+        self.max_instances = self.max_instances or self.instance_count
+        if self.instance_count > self.max_instances:
+            raise UsageError(f"--instance-count {self.instance_count} exceeds --max-instances {self.max_instances}")
+        if self.sdk == "v1" and self.launch == "mpi":
+            raise UsageError("--azureml-launch mpi is for --azureml-sdk v2; the v1 estimator starts Ray itself")
+        if self.sdk == "v2" and (self.head_compute or self.worker_compute):
+            raise UsageError("--head-compute and --worker-compute are for --azureml-sdk v1; "
+                             "a v2 job runs its head and workers on one cluster, --compute")
+        self.head_compute = self.head_compute or self.compute
+        self.worker_compute = self.worker_compute or self.compute
+        return self
 
     def vm_size_for(self, wants_gpu: bool) -> str:
         return self.vm_size or (GPU_VM_SIZE if wants_gpu else CPU_VM_SIZE)
@@ -106,44 +171,52 @@ class AzureOptions:
         return self.image or (GPU_IMAGE if is_gpu_size(vm_size) else CPU_IMAGE)
 
 
+def click_settings(field: FieldInfo, flag: Flag) -> dict[str, Any]:
+    """click's settings for one field: a flag for a bool, choices for a Literal, help from the docstring."""
+    settings: dict[str, Any] = {"help": field.description}
+    annotation = field.annotation
+    if get_origin(annotation) is not Literal:  # Optional[Literal[...]]
+        annotation = next((arg for arg in get_args(annotation) if get_origin(arg) is Literal), annotation)
+    if field.annotation is bool:
+        settings["is_flag"] = True
+    elif get_origin(annotation) is Literal:
+        settings["type"] = click.Choice(get_args(annotation))
+    settings.update(flag.settings)
+    if field.default is not None and not settings.get("is_flag") and not settings.get("multiple"):
+        settings.update(default=field.default, show_default=True)
+    return settings
+
+
+def declarations(*names: str) -> list[tuple[str, list[str], dict[str, Any]]]:
+    """(field name, flags, click settings) of the named fields, or of every field, in declaration order."""
+    fields = AzureOptions.model_fields
+    found = []
+    for name in names or fields:
+        flag = next(meta for meta in fields[name].metadata if isinstance(meta, Flag))
+        found.append((name, flag.decls, click_settings(fields[name], flag)))
+    return found
+
+
+def cli_options(*names: str) -> list[click.Option]:
+    """Fresh click options for the named fields, or for all (the core labels and registers what it is given)."""
+    return [click.Option(decls, **settings) for _, decls, settings in declarations(*names)]
+
+
+def param_names() -> dict[str, str]:
+    """Field name -> the name click gives its option's value (`--azureml-launch` -> `azureml_launch`)."""
+    return {field: option.name for field, option in zip(AzureOptions.model_fields, cli_options())}
+
+
 def parse_options(options: dict[str, Any]) -> AzureOptions:
-    """Validate the raw option values; bad ones raise UsageError (one line, exit 2)."""
-    tags = {}
-    for tag in options["tags"]:
-        key, sep, value = tag.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--tag {tag!r} is not KEY=VALUE")
-        tags[key] = value
-    vm_size = options["vm_size"]
-    if vm_size is not None and not VM_SIZE.match(vm_size):
-        raise UsageError(f"--vm-size {vm_size!r} is not an Azure VM size like Standard_NC6 or Standard_D4s_v3")
-    shm = SHM_SIZE.match(options["shm_size"])
-    if not shm:
-        raise UsageError(f"--shm-size {options['shm_size']!r} is not a size like 16g")
-    shm_gib = int(shm.group(1)) / {"k": 1024**2, "m": 1024, "g": 1}[shm.group(2).lower()]
-    if shm_gib < 8:
-        raise UsageError(f"--shm-size {options['shm_size']} is below 8g; Ray's object store needs the shared memory")
-    env_vars = {}
-    for name in options["env_vars"]:
-        if SECRET_NAME.search(name):
-            raise UsageError(f"--env-var {name} looks like a secret; secrets never go into job specs, "
-                             "use an Azure Key Vault reference or a workspace connection")
-        if name not in os.environ:
-            raise UsageError(f"--env-var {name} is not set in this environment")
-        env_vars[name] = os.environ[name]
-    max_instances = options["max_instances"] or options["instance_count"]
-    if options["instance_count"] > max_instances:
-        raise UsageError(f"--instance-count {options['instance_count']} exceeds --max-instances {max_instances}")
-    if options["azureml_sdk"] == "v1" and options["azureml_launch"] == "mpi":
-        raise UsageError("--azureml-launch mpi is for --azureml-sdk v2; the v1 estimator starts Ray itself")
-    return AzureOptions(
-        dry_run=options["dry_run"], no_wait=options["no_wait"], launch=options["azureml_launch"],
-        sdk=options["azureml_sdk"], workspace_config=options["workspace_config"],
-        subscription=options["subscription"], resource_group=options["resource_group"],
-        workspace=options["workspace"], experiment=options["experiment"], display_name=options["display_name"],
-        tags=tags, compute=options["compute"], vm_size=vm_size, instance_count=options["instance_count"],
-        min_instances=options["min_instances"], max_instances=max_instances, idle_seconds=options["idle_seconds"],
-        low_priority=options["low_priority"], vnet=options["vnet"], subnet=options["subnet"],
-        image=options["image"], shm_size=options["shm_size"], timeout=options["timeout"], env_vars=env_vars,
-        in_job=options["azureml_in_job"],
-    )
+    """Validate the raw option values, keyed as click names them; bad ones raise UsageError (one line, exit 2).
+
+    Options missing from `options` take their declared defaults.
+    """
+    names = param_names()
+    given = {field: options[param] for field, param in names.items() if param in options}
+    try:
+        return AzureOptions.model_validate(given)
+    except ValidationError as err:
+        first = err.errors()[0]
+        flag = cli_options(str(first["loc"][0]))[0].opts[0] if first["loc"] else "the azureml options"
+        raise UsageError(f"{flag} {first.get('input')!r}: {first['msg']}") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shlex
 import shutil
 from importlib import metadata
@@ -13,23 +14,32 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from pong_train.config import check_gpus
 from pong_train.errors import UsageError
-from pong_train.job import Job
-from pong_train_azureml.options import AzureOptions, is_gpu_size
+from pong_train.job import JOB_FILE, Job
+from pong_train_azureml.in_job import RAY_PORT
+from pong_train_azureml.options import (CPU_TORCH_BUILD, GPU_TORCH_BUILD, RUNS_FOLDER_FLAG, AzureOptions, is_gpu_size,
+                                        param_names)
 
-RAY_PORT = 6379
-# Core options that make no sense inside the job: it joins the job's own cluster and writes under ./outputs.
-LOCAL_ONLY_OPTIONS = {"--backend", "--ray-address", "--storage-path", "--dashboard"}
-IN_JOB_STORAGE = "outputs/runs"
+# The job's named output that holds the run directory: a datastore folder that outlives the job, so a stopped job
+# can be resumed (resume.py); Azure ML puts the folder's mount point in place of the binding, in the command only.
+RUNS_OUTPUT = "runs"
+IN_JOB_STORAGE = "${{outputs.%s}}" % RUNS_OUTPUT
+RUNS_PATH = "azureml://datastores/{datastore}/paths/pong-train/{run}/"
+V1_STORAGE = "outputs/runs"  # the v1 estimator has no named outputs; its outputs/ folder is uploaded at the end
+TORCH_INDEX = "https://download.pytorch.org/whl/"
+INSTALL_SOURCE = "python -m pip install --quiet --no-deps --no-build-isolation ."  # in the job, from its code
 # What is never uploaded, whatever .amlignore or .gitignore say (gitignore patterns, applied after them):
 # credentials, version control, run outputs, virtual envs. The snapshot is filtered already, so its ignore files stay
 # behind too: the SDK then uploads it whole and upload.txt lists exactly what goes.
 DEFAULT_IGNORES = (
-    "config.json", ".env", "*.pem", "*.key", ".azure/", ".git/", "runs/", "mlruns/", "azureml-downloads/",
+    "config.json", ".env", "*.pem", "*.key", ".azure/", ".git/", "runs/", "mlruns/", "mlflow.db", "azureml-downloads/",
     ".venv/", "venv/", "/.amlignore", "/.gitignore",
 )
 SNAPSHOT = "code"  # the folder, beside job.yaml, that is uploaded as the job's code
-JOB_FILES = "job-files"  # in the snapshot: the files the command line names (--config-file)
+NODE_JOB = f"job-files/{JOB_FILE}"  # in the snapshot: the job its nodes run, `python -m pong_train --job NODE_JOB`
+# Options only the submitting machine acts on (where the workspace is, whether to wait): the nodes' job drops them.
+SUBMIT_ONLY = ("dry_run", "no_wait", "workspace_config", "subscription", "resource_group", "workspace")
 START_UP_S = 30 * 60  # nodes starting and pip installing before training's own clock starts
 DEFAULT_TIMEOUT_S = 24 * 3600  # without a time criterion a job still ends, and so does its bill
 
@@ -51,17 +61,27 @@ def upload_files(root: Path) -> list[str]:
     return sorted(rel for _, rel in get_upload_files_from_folder(root, ignore_file=get_ignore_file(root)))
 
 
-def config_file(job: Job) -> Path | None:
-    args = job.train_args
-    return Path(args[args.index("--config-file") + 1]) if "--config-file" in args else None
+def node_job(job: Job, opts: AzureOptions) -> Job:
+    """The job as the nodes run it: the same resolved settings (a --config-file's included), launched in the job.
+
+    It joins the job's own cluster (no ray_address, no dashboard) and writes under the job's `runs` output (v1: its
+    outputs/ folder); the binding stands in for the mount point, which the command names (in_job_command). The notes
+    were shown when it was submitted; every node would repeat them.
+    """
+    names = param_names()
+    options = {param: value for param, value in job.options.items() if param not in {names[f] for f in SUBMIT_ONLY}}
+    options[names["in_job"]] = opts.launch
+    storage = V1_STORAGE if opts.sdk == "v1" else IN_JOB_STORAGE
+    return job.model_copy(update={"storage_path": Path(storage), "ray_address": None, "dashboard": False,
+                                  "options": options, "notes": []})
 
 
-def write_snapshot(job: Job, code: Path) -> None:
+def write_snapshot(job: Job, opts: AzureOptions, code: Path) -> None:
     """Copy what the job needs into `code`, the folder uploaded as the job's code.
 
     The project's files, by the SDK's ignore-file rules and then DEFAULT_IGNORES (and the run directories' folder,
-    where it lies inside the project); and, under JOB_FILES, the --config-file from wherever it lies, which the
-    command names there. A copy makes job.yaml self-contained: `az ml job create` uploads the same files.
+    where it lies inside the project); and NODE_JOB, the job its command runs. A copy makes job.yaml self-contained:
+    `az ml job create` uploads the same files.
     """
     from azure.ai.ml._utils._pathspec import GitWildMatchPattern
 
@@ -75,9 +95,8 @@ def write_snapshot(job: Job, code: Path) -> None:
         if not any(pattern.match_file(rel) is not None for pattern in patterns):
             (code / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(root / rel, code / rel)
-    if (given := config_file(job)) is not None:
-        (code / JOB_FILES).mkdir(parents=True, exist_ok=True)
-        shutil.copy2(given, code / JOB_FILES / given.name)
+    (code / NODE_JOB).parent.mkdir(parents=True, exist_ok=True)
+    node_job(job, opts).save(code / NODE_JOB)
 
 
 # What the job itself imports beyond the core: MLflow logging into the job's run.
@@ -107,45 +126,48 @@ def pinned_requirements() -> list[str]:
     return [f"{name}=={version}" for name, version in sorted(pins.items())]
 
 
-def conda_spec() -> dict[str, Any]:
+def job_requirements(vm_size: str) -> list[str]:
+    """The job's pip lines: the pins, with torch's build for the VM size (CPU, or the GPU image's CUDA) named."""
+    build = GPU_TORCH_BUILD if is_gpu_size(vm_size) else CPU_TORCH_BUILD
+    pins = [f"{pin}+{build}" if pin.startswith("torch==") else pin for pin in pinned_requirements()]
+    # Those builds are only on PyTorch's index; pinning the local label keeps pip from taking PyPI's default build.
+    return [f"--extra-index-url {TORCH_INDEX}{build}", *pins]
+
+
+def conda_spec(vm_size: str) -> dict[str, Any]:
     import platform
 
     python = ".".join(platform.python_version_tuple()[:2])
     return {
         "name": "pong-train",
         "channels": ["conda-forge"],
-        "dependencies": [f"python={python}", "pip", {"pip": pinned_requirements()}],
+        "dependencies": [f"python={python}", "pip", {"pip": job_requirements(vm_size)}],
     }
 
 
-def in_job_command(job: Job, opts: AzureOptions) -> str:
-    """The command the job runs on its nodes: install the uploaded source, then the same entry point."""
-    args, skip = [], False
-    for arg in job.train_args:
-        if skip:
-            skip = False
-            continue
-        if arg in LOCAL_ONLY_OPTIONS:
-            skip = arg != "--dashboard"
-            continue
-        args.append(arg)
-    if "--config-file" in args:
-        at = args.index("--config-file") + 1
-        args[at] = f"{JOB_FILES}/{Path(args[at]).name}"
-    entry = [
-        "python", "-m", "pong_train", "--backend", "azureml", "--azureml-in-job", opts.launch,
-        "--instance-count", str(opts.instance_count), "--storage-path", IN_JOB_STORAGE, *args,
-    ]
-    return "python -m pip install --quiet --no-deps --no-build-isolation . && " + shlex.join(entry)
+def runs_output(path: str) -> Any:
+    """The datastore folder at `path`, mounted read-write, that the job keeps its run directory in."""
+    from azure.ai.ml import Output
+
+    return Output(type="uri_folder", mode="rw_mount", path=path)
 
 
-def check_gpu(job: Job, vm_size: str, where: str) -> None:
+def in_job_command() -> str:
+    """The command the job runs on its nodes: install the uploaded source, then the job file it carries.
+
+    Azure ML resolves the `runs` output's binding in the command only, not in uploaded files: the command hands its
+    mount point over.
+    """
+    entry = ["python", "-m", "pong_train", "--job", NODE_JOB, RUNS_FOLDER_FLAG, IN_JOB_STORAGE]
+    return f"{INSTALL_SOURCE} && {shlex.join(entry)}"
+
+
+def check_gpu(job: Job, vm_size: str, compute: str) -> None:
     """A GPU asked for must exist where the job runs: on the cluster's VM size, not on this workstation."""
-    if job.config.num_gpus_per_learner > 0 and not is_gpu_size(vm_size):
-        raise UsageError(
-            f"num_gpus_per_learner={job.config.num_gpus_per_learner:g} asks for a GPU but {where} has VM size "
-            f"{vm_size}, which has none; pick a GPU size (NC, ND, NV families) with --vm-size or set \"num_gpus\": 0"
-        )
+    # A size's name tells whether it has GPUs, not how many: the N-series pass, every other size has none.
+    available = math.inf if is_gpu_size(vm_size) else 0
+    check_gpus(job.config, available, f"compute {compute} (VM size {vm_size}; GPU sizes: the NC, ND, NV families, "
+                                      "--vm-size)")
 
 
 def job_timeout(job: Job, opts: AzureOptions) -> int:
@@ -161,7 +183,8 @@ def command_job(job: Job, opts: AzureOptions, vm_size: str, out_dir: Path) -> An
     """The SDK v2 command (what `jobs.create_or_update` takes; `._to_job()` is the job YAML's form).
 
     The entry point over `instance_count` nodes, Ray started by Azure ML or by MPI; the code and the environment
-    are those write_dry_run wrote to `out_dir`.
+    are those write_dry_run wrote to `out_dir`, the run directory under pong-train/<the local run directory's name>
+    in the datastore.
     """
     from azure.ai.ml import MpiDistribution, RayDistribution, command
     from azure.ai.ml.entities import Environment
@@ -172,7 +195,7 @@ def command_job(job: Job, opts: AzureOptions, vm_size: str, out_dir: Path) -> An
         distribution = MpiDistribution(process_count_per_instance=1)
     node = command(
         code=str(out_dir / SNAPSHOT),
-        command=in_job_command(job, opts),
+        command=in_job_command(),
         environment=Environment(image=opts.image_for(vm_size), conda_file=str(out_dir / "environment.yaml")),
         compute=opts.compute,
         instance_count=opts.instance_count,
@@ -183,6 +206,7 @@ def command_job(job: Job, opts: AzureOptions, vm_size: str, out_dir: Path) -> An
         display_name=opts.display_name or f"{job.run} {job.env}",
         tags={"pong_train.env": job.env, **opts.tags},
         environment_variables={"PYTHONUNBUFFERED": "1", **opts.env_vars},
+        outputs={RUNS_OUTPUT: runs_output(RUNS_PATH.format(datastore=opts.datastore, run=out_dir.parent.name))},
     )
     return node
 
@@ -210,18 +234,14 @@ def v1_estimator(job: Job, opts: AzureOptions, vm_size: str, code: Path) -> Any:
         from azureml.contrib.train.rl import Ray, ReinforcementLearningEstimator, WorkerConfiguration
     pip_packages = pinned_requirements()
     workers = WorkerConfiguration(
-        compute_target=opts.compute, node_count=max(1, opts.instance_count - 1), use_gpu=False,
+        compute_target=opts.worker_compute, node_count=max(1, opts.instance_count - 1), use_gpu=False,
         pip_packages=pip_packages,
     )
-    script_params: dict[str, Any] = {}
-    args = iter(shlex.split(in_job_command(job, opts).split(" && ", 1)[1])[3:])
-    for arg in args:
-        script_params[arg] = "" if arg in ("--debug",) else next(args, "")
     return ReinforcementLearningEstimator(
         source_directory=str(code),
         entry_script="pong_train/__main__.py",
-        script_params=script_params,
-        compute_target=opts.compute,
+        script_params={"--job": NODE_JOB},
+        compute_target=opts.head_compute,
         pip_packages=pip_packages,
         use_gpu=is_gpu_size(vm_size),
         rl_framework=Ray(version="0.8.3"),
@@ -242,9 +262,9 @@ def write_dry_run(job: Job, opts: AzureOptions, vm_size: str, out_dir: Path) -> 
     Nothing written holds a local absolute path: job.yaml names its code relative to itself.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_snapshot(job, out_dir / SNAPSHOT)
+    write_snapshot(job, opts, out_dir / SNAPSHOT)
     (out_dir / "upload.txt").write_text("\n".join(upload_files(out_dir / SNAPSHOT)) + "\n")
-    (out_dir / "environment.yaml").write_text(yaml.safe_dump(conda_spec(), sort_keys=False))
+    (out_dir / "environment.yaml").write_text(yaml.safe_dump(conda_spec(vm_size), sort_keys=False))
     compute_spec(opts, vm_size).dump(out_dir / "compute.yaml")
     if opts.sdk == "v1":
         from azureml.core._serialization_utils import _serialize_to_dict
