@@ -1,59 +1,61 @@
-"""An example third-party backend: runs the job on this machine and writes each result to results.csv."""
-
-from __future__ import annotations
+"""An example third-party pong-train backend: trains on this machine, and also writes each result to a CSV file."""
 
 import csv
-from typing import Any
 
 import click
 
 from pong_train import hookimpl
-from pong_train.job import Backend, Job, ResultLogger, Run
+from pong_train.job import Backend, ResultLogger
 
 NAME = "example"
+CSV_FILE = "example-results.csv"
 COLUMNS = ["training_iteration", "time_total_s", "timesteps_total", "episodes_total", "episode_reward_mean"]
 
 
 class CsvLogger(ResultLogger):
-    """One CSV row per training result, with the article's metric names."""
+    """One CSV row per result. A resumed run appends to the file of the run it continues."""
 
-    def __init__(self, path: Any, every: int) -> None:
-        self.every = every
-        self._file = open(path, "w", newline="")
+    def __init__(self, path):
+        new = not path.exists()
+        self._file = open(path, "a", newline="")
         self._writer = csv.DictWriter(self._file, COLUMNS, extrasaction="ignore")
-        self._writer.writeheader()
+        if new:
+            self._writer.writeheader()
 
-    def log_result(self, row: dict[str, Any]) -> None:
-        if row["training_iteration"] % self.every == 0:
-            self._writer.writerow(row)
-            self._file.flush()
+    def log_result(self, row):
+        # Read the row, never change it: every logger is handed the same dict.
+        # Until the first episode ends, episode_reward_mean is None (an empty cell) and episodes_total 0.
+        self._writer.writerow(row)
+        self._file.flush()
 
-    def close(self) -> None:
+    def close(self):
         self._file.close()
 
 
 @hookimpl
-def pong_train_backends() -> list[Backend]:
-    return [Backend(NAME, "example third-party backend: trains here, results to results.csv")]
+def pong_train_backends():
+    return [Backend(NAME, "this machine, like local, plus a CSV file of results in the run directory")]
 
 
 @hookimpl
-def pong_train_cli_options() -> list[click.Option]:
-    return [click.Option(["--example-every"], type=click.IntRange(min=1), default=1, show_default=True,
-                         help="Write every Nth result to results.csv.")]
+def pong_train_cli_options():
+    return [click.Option(["--example-csv"], default=CSV_FILE, show_default=True,
+                         help="Name of the CSV file the example backend writes in the run directory.")]
 
 
 @hookimpl
-def pong_train_launch(job: Job) -> int | None:
+def pong_train_launch(job):
     if job.backend != NAME:
         return None
+    # Imported here, not at the top: discovering plugins stays fast for every command.
     from pong_train.training import run_training
 
-    return run_training(job)
+    return run_training(job)  # also continues a run: job.resume_dir is set by --resume
 
 
 @hookimpl
-def pong_train_result_loggers(run: Run) -> list[ResultLogger]:
+def pong_train_result_loggers(run):
     if run.job.backend != NAME:
         return []
-    return [CsvLogger(run.run_dir / "results.csv", run.job.options.get("example_every", 1))]
+    # Options arrive by parameter name; a job saved before the option existed lacks it.
+    return [CsvLogger(run.run_dir / run.job.options.get("example_csv", CSV_FILE))]
