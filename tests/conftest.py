@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -10,6 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+
+# MLflow's import re-configures logging and closes every handler there is. absl's handler (imported with
+# RLlib while pytest collects) holds pytest's capture stream and closes it for real, which breaks capture
+# for the rest of the session. Imported first, MLflow finds no such handler.
+with contextlib.suppress(ImportError):
+    import mlflow  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -46,15 +46,17 @@ class FakeAzureMLTransport(HttpTransport):
                                                                 "nodeIdleTimeBeforeScaleDown": "PT2M"},
                                               "osType": "Linux"}}}}
         self.job_status_sequence = list(job_status_sequence)
+        self.job_statuses = {}      # name -> that job's own status sequence (else job_status_sequence)
         self._progress = {}
         self.ws_prefix = (f"/subscriptions/{sub}/resourceGroups/{rg}/providers/"
                           f"Microsoft.MachineLearningServices/workspaces/{ws}")
 
     def _advance(self, job_name):
-        """One status step per status read (ARM job or run details), staying on the final status."""
+        """One status step per status read (ARM job or run details), staying on the final status; returns it."""
+        sequence = self.job_statuses.get(job_name, self.job_status_sequence)
         n = self._progress.get(job_name, 0)
-        self._progress[job_name] = min(n + 1, len(self.job_status_sequence) - 1)
-        return n
+        self._progress[job_name] = min(n + 1, len(sequence) - 1)
+        return sequence[n]
 
     # -- HttpTransport abstract API -------------------------------------------------
     def __enter__(self): return self
@@ -144,8 +146,8 @@ class FakeAzureMLTransport(HttpTransport):
         m = re.fullmatch(r"/history/v1\.0" + re.escape(ws) + r"/runs/([^/]+)/details", path, re.I)
         if m and method == "GET":
             name = m.group(1)
-            n = self._advance(name)
-            status = self.job_status_sequence[n]
+            n = self._progress.get(name, 0)
+            status = self._advance(name)
             log_url = f"https://fakestorage.blob.core.windows.net/logs/{name}/user_logs/std_log.txt?sig=fake"
             self.blobs = self.blobs or {}
             self.blobs[f"/logs/{name}/user_logs/std_log.txt"] = {
@@ -238,6 +240,6 @@ class FakeAzureMLTransport(HttpTransport):
                 doc = self.jobs.get(name)
                 if not doc:
                     return self.not_found("job")
-                doc["properties"]["status"] = self.job_status_sequence[self._advance(name)]
+                doc["properties"]["status"] = self._advance(name)
                 return 200, doc, {}
         return self.not_found(f"UNHANDLED {method} {url}")

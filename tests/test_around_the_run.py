@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, run_dirs
+from conftest import assert_one_line_error, run_cli, run_dirs
 from pong_train.loggers import read_metrics
 
 pytestmark = pytest.mark.slow
@@ -72,6 +75,42 @@ def test_mlflow_has_the_article_names_for_the_run(smoke_run, monkeypatch):
         r["training_iteration"] for r in rows]
     assert run.data.metrics["episode_reward_mean"] == rows[-1]["episode_reward_mean"]
     assert run.data.params["env"] == "PongNoFrameskip-v4"
+
+
+# What a user types in the folder they trained from, with no MLflow variable set.
+SEARCH_RUNS = """
+import json, mlflow
+runs = mlflow.search_runs(search_all_experiments=True)
+print(json.dumps(runs[["tags.mlflow.runName", "metrics.episode_reward_mean"]].to_dict("records")))
+"""
+
+
+def without_mlflow_variables(monkeypatch) -> None:
+    for name in [name for name in os.environ if name.startswith("MLFLOW_")]:
+        monkeypatch.delenv(name)
+
+
+def test_bare_mlflow_logs_where_mlflow_reads_by_default(tmp_path, monkeypatch):
+    without_mlflow_variables(monkeypatch)
+    proc = run_cli("--preset", "smoke", "--storage-path", "runs", "--mlflow", "--json", cwd=tmp_path, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [run_dir] = run_dirs(tmp_path / "runs")
+    assert (tmp_path / "mlflow.db").exists()
+    search = subprocess.run([sys.executable, "-c", SEARCH_RUNS], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120)
+    assert search.returncode == 0, search.stderr[-3000:]
+    [found] = json.loads(search.stdout.strip().splitlines()[-1])
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    assert found == {"tags.mlflow.runName": run_dir.name,
+                     "metrics.episode_reward_mean": rows[-1]["episode_reward_mean"]}
+
+
+def test_bare_mlflow_names_a_store_where_mlruns_already_holds_runs(tmp_path, monkeypatch):
+    without_mlflow_variables(monkeypatch)
+    (tmp_path / "mlruns" / "1").mkdir(parents=True)
+    (tmp_path / "mlruns" / "1" / "meta.yaml").write_text("name: older runs\n")
+    proc = run_cli("--preset", "smoke", "--storage-path", "runs", "--mlflow", "-q", cwd=tmp_path, timeout=300)
+    assert_one_line_error(proc, "--mlflow ./mlruns", "sqlite:///mlflow.db")
 
 
 def test_tensorboard_reads_the_events_with_both_metric_names(smoke_run):

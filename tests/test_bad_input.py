@@ -8,6 +8,8 @@ import pytest
 
 from conftest import assert_one_line_error, run_cli
 
+pytestmark = pytest.mark.timeout(180)  # a few `pong-train` processes each, refused before Ray starts
+
 ARTICLE_CONFIG = '{"num_gpus": 1, "num_workers": 13}'
 ARTICLE_STOP = '{"episode_reward_mean": 18, "time_total_s": 3600}'
 
@@ -18,18 +20,41 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_article_command_line_is_refused_at_once_for_want_of_a_gpu(storage):
+@pytest.fixture
+def no_gpu() -> None:
+    import torch
+
+    if torch.cuda.device_count():
+        pytest.skip("this machine has a GPU: the article's command line would train")
+
+
+def assert_refused_for_want_of_a_gpu(proc) -> None:
+    """Exit 2, no traceback, and the error line (after the translated keys' notes) says how to fix it."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("note: ")]
+    assert len(lines) == 1 and lines[0].startswith("pong-train: error: "), proc.stderr
+    assert "GPU" in lines[0] and '"num_gpus": 0' in lines[0], lines[0]
+
+
+def test_article_command_line_is_refused_at_once_for_want_of_a_gpu(storage, no_gpu):
     proc = run_cli("--run", "IMPALA", "--env", "PongNoFrameskip-v4", "--config", ARTICLE_CONFIG,
                    "--stop", ARTICLE_STOP, "--storage-path", str(storage), timeout=60)
-    assert_one_line_error(proc, "GPU", '"num_gpus": 0')
+    assert_refused_for_want_of_a_gpu(proc)
     assert not storage.exists()
 
 
-def test_article_quoted_strings_are_accepted_verbatim(storage):
+def test_article_command_line_is_refused_with_one_line(storage, no_gpu):
+    proc = run_cli("--config", ARTICLE_CONFIG, "--stop", ARTICLE_STOP, "--storage-path", str(storage), timeout=60)
+    assert_one_line_error(proc, "GPU", '"num_gpus": 0')
+
+
+def test_article_quoted_strings_are_accepted_verbatim(storage, no_gpu):
     # The estimator's script_params add a pair of single quotes around each JSON value.
     proc = run_cli("--run", "IMPALA", "--env", "PongNoFrameskip-v4", "--config", f"'{ARTICLE_CONFIG}'",
                    "--stop", f"'{ARTICLE_STOP}'", "--storage-path", str(storage), timeout=60)
-    assert_one_line_error(proc, "GPU")
+    assert_refused_for_want_of_a_gpu(proc)
+    assert not storage.exists()
 
 
 @pytest.mark.parametrize(
@@ -42,7 +67,7 @@ def test_article_quoted_strings_are_accepted_verbatim(storage):
         (["--config", '{"num_workers": -1}'], ["num_env_runners"]),
         (["--stop", '{"episode_rewrd_mean": 18}'], ["episode_rewrd_mean", "did you mean 'episode_reward_mean'"]),
         (["--stop", '{"episode_reward_mean": "x"}'], ["finite number"]),
-        (["--backend", "nowhere"], ["--backend", "nowhere"]),
+        (["--backend", "nowhere"], ["backend 'nowhere' is not installed", "installed: ", "local"]),
         (["--env", "PongNoFramesKip-v4"], ["not an Atari", "did you mean 'PongNoFrameskip-v4'"]),
         (["--env", "CartPole-v1"], ["not an Atari"]),
         (["--run", "PPO"], ["--run"]),

@@ -8,9 +8,25 @@ import pytest
 
 from conftest import run_cli
 
-pytestmark = pytest.mark.slow
+
+def test_stock_baseline_is_rllib_impala_as_it_comes():
+    """The baseline goes through the core's translation; what comes out must still be RLlib's own IMPALA,
+    not pong-train's defaults, loss, env or callbacks."""
+    from ray.rllib.algorithms.impala import IMPALAConfig
+
+    from pong_train import atari
+    from pong_train.bench import BenchSettings, stock_config
+
+    stock, rllib = stock_config(BenchSettings(cores=4)), IMPALAConfig()
+    for key in ("lr", "gamma", "entropy_coeff", "vf_loss_coeff", "grad_clip", "num_epochs", "learner_class",
+                "train_batch_size_per_learner", "create_env_on_local_worker", "restart_failed_env_runners",
+                "gym_env_vectorize_mode", "callbacks_on_algorithm_init", "callbacks_on_train_result"):
+        assert getattr(stock, key) == getattr(rllib, key), key
+    assert (stock.env, stock.num_env_runners, stock.num_envs_per_env_runner, stock.num_learners) == (
+        atari.RLLIB_ENV_NAME, 3, 16, 0)
 
 
+@pytest.mark.slow
 def test_tiny_bench_reports_every_figure_and_writes_its_files(tmp_path):
     proc = run_cli("bench", "--tiny", "--json", "--storage-path", str(tmp_path), timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -25,6 +41,7 @@ def test_tiny_bench_reports_every_figure_and_writes_its_files(tmp_path):
     assert "(d)/(c) end to end vs stock" in proc.stdout
 
 
+@pytest.mark.slow
 def test_learning_bench_trains_each_setting_and_reports_curves_milestones_and_memory(tmp_path):
     """Two settings, one seed, a few thousand steps: each run goes through the real command, and the
     report carries its curve, milestones and per-process memory."""
@@ -44,6 +61,7 @@ def test_learning_bench_trains_each_setting_and_reports_curves_milestones_and_me
     assert (out_dir / "learning.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_learning_bench_refuses_an_unknown_setting_in_one_line(tmp_path):
     from conftest import assert_one_line_error
 

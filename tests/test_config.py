@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
 import click
 import pytest
 
-from pong_train import config as cfg
-from pong_train.cli import build_cli
-from pong_train.errors import UsageError
+from pong_train import config as cfg, hookimpl
+from pong_train.cli import main, with_plugins
+from pong_train.errors import PluginError, UsageError
 from pong_train.job import Job
 from pong_train.plugins import get_plugin_manager
-from pong_train.training import impala_config
+from pong_train.rllib_config import impala_config
+
+# Fast: no Ray, no training (pytest-timeout; the suite's default is in pyproject.toml).
+pytestmark = pytest.mark.timeout(60)
 
 ARTICLE_SCRIPT_CONFIG = {
     "num_gpus": 1,
@@ -27,7 +32,10 @@ ARTICLE_SCRIPT_CONFIG = {
 
 
 def job_for(**fields) -> Job:
-    return Job(backend="local", run="IMPALA", env="PongNoFrameskip-v4", config=cfg.TrainConfig(**fields),
+    """A job as training sees it: `num_env_runners` resolved (one when the config leaves it to the cluster)."""
+    config = cfg.TrainConfig(**fields)
+    config = config.model_copy(update={"num_env_runners": 1 if config.num_env_runners is None else config.num_env_runners})
+    return Job(backend="local", run="IMPALA", env="PongNoFrameskip-v4", config=config,
                stop={"episode_reward_mean": 18}, storage_path=Path("runs"))
 
 
@@ -51,23 +59,23 @@ def test_each_legacy_key_reaches_the_impala_config(old_key, value, new_key, impa
     assert translated == {new_key: value}
     assert len(notes) == 1 and old_key in notes[0] and new_key in notes[0]
     train_config = cfg.build_config([translated])
-    algo = impala_config(job_for(**train_config.model_dump()), train_config.num_env_runners or 1)
+    algo = impala_config(job_for(**train_config.model_dump()))
     assert getattr(algo, impala_attr) == value
 
 
 def test_model_dim_reaches_the_env_and_picks_the_42_pixel_network():
     translated = cfg.translate({"model": {"dim": 42}}, "--config", [])
-    algo = impala_config(job_for(**translated), 1)
+    algo = impala_config(job_for(**translated))
     assert algo.env_config["dim"] == 42
     assert algo.rl_module_spec.model_config["conv_filters"] == [
         [16, 4, 2, "same"], [32, 4, 2, "same"], [256, 11, 1, "valid"]]
 
 
 def test_default_pipeline_is_the_vector_env_and_the_wrappers_stay_available():
-    fast = impala_config(job_for(), 1)
+    fast = impala_config(job_for())
     assert fast.env == "pong_train_ale_vector" and fast.gym_env_vectorize_mode == "vector_entry_point"
     assert fast.rl_module_spec.module_class.__name__ == "Uint8FramesModule"
-    wrappers = impala_config(job_for(vector_env=False), 1)
+    wrappers = impala_config(job_for(vector_env=False))
     assert wrappers.env == "pong_train_atari"
 
 
@@ -99,21 +107,27 @@ def test_article_quoted_json_is_accepted_verbatim():
         "episode_reward_mean": 18, "time_total_s": 3600}
 
 
+class Capture:
+    """Stands in for the backend: keeps the Job the command line resolved instead of launching it."""
+
+    def __init__(self) -> None:
+        self.jobs: list[Job] = []
+
+    @hookimpl(tryfirst=True)
+    def pong_train_launch(self, job):
+        self.jobs.append(job)
+        return 0
+
+
 def resolve(args: list[str]) -> Job:
-    """Parse a command line with the real CLI and capture the Job instead of launching it."""
-    captured: list[Job] = []
-
-    class Capture:
-        from pong_train import hookimpl
-
-        @hookimpl(tryfirst=True)
-        def pong_train_launch(self, job):
-            captured.append(job)
-            return 0
-
-    cli = build_cli(get_plugin_manager(extra_plugins=[Capture()]))
-    cli.main(args=args, prog_name="pong-train", standalone_mode=False)
-    return captured[0]
+    """Run the real command line (`pong_train.cli.main`) and return the Job it would have launched."""
+    capture = Capture()
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(args, plugin_manager=get_plugin_manager(extra_plugins=[capture]))
+    assert code == 0, err.getvalue()
+    [job] = capture.jobs
+    return job
 
 
 def test_precedence_command_line_over_file_over_preset_over_defaults(tmp_path):
@@ -138,10 +152,37 @@ def test_json_config_file_takes_the_same_keys(tmp_path):
     assert len(job.notes) == len(ARTICLE_SCRIPT_CONFIG)
 
 
-def test_training_args_are_kept_exactly_as_given():
-    args = ["--run", "IMPALA", "--env", "PongNoFrameskip-v4", "--config", "{\"num_gpus\": 0}", "--stop",
-            "{\"time_total_s\": 5}", "--debug"]
-    assert resolve(args).train_args == args
+def test_the_job_saved_to_job_json_is_the_job_the_command_line_built(tmp_path):
+    args = ["--run", "IMPALA", "--env", "ALE/Pong-v5", "--config", '{"num_gpus": 0, "num_workers": 2}',
+            "--stop", '{"time_total_s": 5}', "--name", "kept", "--checkpoint-freq", "7", "--debug"]
+    job = resolve(args)
+    assert (job.env, job.name, job.checkpoint_freq, job.debug) == ("ALE/Pong-v5", "kept", 7, True)
+    assert job.config.num_gpus_per_learner == 0 and job.config.num_env_runners == 2
+    assert job.stop == {"time_total_s": 5.0} and len(job.notes) == 2
+    assert job.plugin_manager is not None and job.hook is job.plugin_manager.hook
+    saved = job.save(tmp_path / "job.json")
+    assert "plugin_manager" not in json.loads(saved.read_text())  # the plugin manager is never saved
+    as_json = job.model_dump(mode="json")
+    loaded = Job.load(saved, job.plugin_manager)
+    assert loaded.model_dump(mode="json") == as_json and loaded.plugin_manager is job.plugin_manager
+    assert loaded.config == job.config and loaded.stop == job.stop and loaded.storage_path == job.storage_path
+    # What a backend does on the machine that runs the job: `--job FILE` launches that same job.
+    assert resolve(["--job", str(saved)]).model_dump(mode="json") == as_json
+    assert resolve(["--job", str(saved), "--quiet"]).model_dump(mode="json") == {**as_json, "quiet": True}
+
+
+def test_the_loaded_job_equals_the_built_one_exactly(tmp_path):
+    job = resolve(["--preset", "smoke"])
+    assert Job.load(job.save(tmp_path / "job.json"), job.plugin_manager) == job
+
+
+def test_a_job_file_that_is_not_a_job_is_bad_input(tmp_path):
+    not_a_job = tmp_path / "job.json"
+    not_a_job.write_text('{"backend": "local", "lr": 1}')
+    with pytest.raises(UsageError, match="not a pong-train job file"):
+        Job.load(not_a_job)
+    with pytest.raises(UsageError, match="cannot read the job file"):
+        Job.load(tmp_path / "missing.json")
 
 
 def test_fast_gpu_preset_asks_for_a_gpu_learner():
@@ -157,13 +198,29 @@ def test_seed_preset_is_the_article_translated():
     assert job.stop == {"episode_reward_mean": 18.0, "time_total_s": 3600.0}
 
 
-def test_cli_rejects_plugin_option_clashing_with_core():
-    from pong_train import hookimpl
-
+def test_cli_rejects_plugin_option_clashing_with_core(capsys):
     class Clash:
         @hookimpl
         def pong_train_cli_options(self):
             return [click.Option(["--env"])]
 
-    with pytest.raises(UsageError, match="--env"):
-        build_cli(get_plugin_manager(extra_plugins=[Clash()]))
+    with pytest.raises(PluginError, match=r"plugin Clash adds option --env, which pong-train already has"):
+        with_plugins(get_plugin_manager(extra_plugins=[Clash()]))
+    assert main(["--preset", "smoke"], plugin_manager=get_plugin_manager(extra_plugins=[Clash()])) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["pong-train: error: plugin Clash adds option --env, which pong-train already has"]
+
+
+def test_with_plugins_leaves_the_core_command_as_it_was():
+    from pong_train.cli.train import cli
+
+    before = ([p.name for p in cli.params], sorted(cli.commands))
+
+    class Extra:
+        @hookimpl
+        def pong_train_cli_options(self):
+            return [click.Option(["--extra-flag"], is_flag=True, help="An observer's flag.")]
+
+    group = with_plugins(get_plugin_manager(extra_plugins=[Extra()]))
+    assert "extra_flag" in [p.name for p in group.params]
+    assert ([p.name for p in cli.params], sorted(cli.commands)) == before

@@ -5,16 +5,17 @@ from pong_train.testing import BackendConformance
 
 class TestLocalBackend(BackendConformance):
     backend = "local"
-    run_args = ["--stop", '{"training_iteration": 2}']
 
 
 class TestAzureMLBackend(BackendConformance):
+    """Runs jobs on Azure ML: its command-line launch is a dry run (no network, no credentials)."""
+
     backend = "azureml"
-    run_args = ["--dry-run", "--compute", "ray-cluster", "--instance-count", "2"]
+    trains_here = False
+    extra_args = ["--dry-run", "--compute", "ray-cluster", "--instance-count", "2"]
 
 
 class TestExampleBackend(BackendConformance):
     """The example under examples/, installed as its own distribution (scripts/setup.sh dev does it)."""
 
     backend = "example"
-    run_args = ["--stop", '{"training_iteration": 2}', "--example-every", "1"]

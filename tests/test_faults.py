@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,7 +14,11 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli, run_dirs
+from pong_train.config import PRESETS
 from pong_train.loggers import GuardedLogger, JsonlLogger, read_metrics
+from pong_train.metrics import reached
+
+pytestmark = pytest.mark.timeout(60)  # the slow tests set their own
 
 SMOKE = ["--preset", "smoke", "--config", '{"num_gpus": 0, "num_workers": 1}']
 
@@ -40,6 +45,7 @@ def iterations(run_dir: Path) -> list[int]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_killed_driver_resumes_with_no_gap_and_no_repeat(storage):
     proc = start(storage, "--checkpoint-freq", "1")
     run_dir = wait_for_rows(storage, 5, proc)
@@ -51,9 +57,15 @@ def test_killed_driver_resumes_with_no_gap_and_no_repeat(storage):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     rows = read_metrics(run_dir / "metrics.jsonl")
     assert [row["training_iteration"] for row in rows] == list(range(1, len(rows) + 1))
-    assert len(rows) > len(before) or rows[-1]["training_iteration"] >= before[-1]
-    last = rows[-1]
-    assert last["episodes_total"] >= 2 or last["time_total_s"] >= 100  # the smoke preset's stop criteria
+    # The resumed run trained (one console line per result) from a checkpoint, not from scratch, and
+    # its results are the tail of metrics.jsonl: it took over where the killed run's checkpoint was.
+    taken = [int(n) for n in re.findall(r"^iter\s+(\d+)\s", resumed.stdout, flags=re.M)]
+    assert taken, "the resumed run reported no result"
+    assert 1 < taken[0] <= before[-1] + 1, (taken, before)
+    assert [row["training_iteration"] for row in rows][-len(taken):] == taken
+    # The run stopped at its first result that met the smoke preset's stop criteria, not before, not after.
+    assert reached(PRESETS["smoke"]["stop"], rows[-1])
+    assert not any(reached(PRESETS["smoke"]["stop"], row) for row in rows[:-1])
     steps = [row["timesteps_total"] for row in rows]
     assert steps == sorted(steps)  # env steps continue from the checkpoint, they do not restart
     assert json.loads((run_dir / "run.json").read_text())["status"] == "completed"
@@ -62,6 +74,7 @@ def test_killed_driver_resumes_with_no_gap_and_no_repeat(storage):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_saves_a_checkpoint_and_prints_the_resume_command(storage, signum, code):
     proc = start(storage, "--stop", '{"training_iteration": 50}')
@@ -81,6 +94,7 @@ def test_signal_saves_a_checkpoint_and_prints_the_resume_command(storage, signum
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_killed_env_runner_is_replaced_and_training_goes_on(storage):
     proc = start(storage, "--stop", '{"training_iteration": 12}')
     run_dir = wait_for_rows(storage, 2, proc)
@@ -152,9 +166,50 @@ def test_metrics_jsonl_skips_a_torn_line_and_drops_rows_past_the_resumed_checkpo
 def test_runs_with_the_same_name_never_share_a_directory(tmp_path):
     from pong_train.config import TrainConfig
     from pong_train.job import Job
-    from pong_train.training import make_run_dir
+    from pong_train.rundir import make_run_dir
 
     job = Job(backend="local", run="IMPALA", env="PongNoFrameskip-v4", config=TrainConfig(), stop={},
               storage_path=tmp_path, name="same")
     dirs = {make_run_dir(job) for _ in range(5)}  # within one second: same timestamp
     assert len(dirs) == 5 and all(d.name.startswith("same_") for d in dirs)
+
+
+class DownLogger:
+    """A plugin's logger whose sink never comes back."""
+
+    def log_result(self, row):
+        raise ConnectionError("sink down")
+
+    def close(self):
+        pass
+
+
+def test_a_logger_that_never_recovers_makes_the_run_exit_3_naming_it(tmp_path, capsys):
+    """The end of a run, without Ray: the monitor's loggers, then `finish` turns lost results into exit 3."""
+    from types import SimpleNamespace
+
+    from pong_train.errors import EXIT_LOST_RESULTS
+    from pong_train.job import Job, Run
+    from pong_train.monitor import RunMonitor, close_loggers
+    from pong_train.training import finish
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    run = Run(job=Job(backend="elsewhere", storage_path=tmp_path, quiet=True), run_dir=run_dir)
+    monitor = RunMonitor(run, [("plugin observer-dist 1.2 (observer)", DownLogger())])
+    for iteration in (1, 2, 3):
+        monitor.on_result("trial", {"training_iteration": iteration, "time_total_s": float(iteration)})
+    lost = close_loggers(run_dir)
+    assert lost == {"DownLogger (from plugin observer-dist 1.2 (observer))": 3}
+    assert [row["training_iteration"] for row in read_metrics(run_dir / "metrics.jsonl")] == [1, 2, 3]
+    capsys.readouterr()
+    assert finish(run, SimpleNamespace(errors=[]), lost) == EXIT_LOST_RESULTS == 3
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "lost-results"
+    err = capsys.readouterr().err
+    assert "results were lost: DownLogger (from plugin observer-dist 1.2 (observer)) lost 3" in err, err
+    # Nothing lost: exit 0, "completed".
+    monitor = RunMonitor(run, [])
+    monitor.on_result("trial", {"training_iteration": 4, "time_total_s": 4.0})
+    assert close_loggers(run_dir) == {}
+    assert finish(run, SimpleNamespace(errors=[]), {}) == 0
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "completed"

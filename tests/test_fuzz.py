@@ -9,13 +9,15 @@ import string
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from pong_train import config as cfg, hookimpl
 from pong_train.cli import main
-from pong_train.errors import UsageError
 from pong_train.metrics import STOP_METRICS
 from pong_train.plugins import get_plugin_manager
+
+pytestmark = pytest.mark.timeout(300)  # hundreds of in-process command lines, no training
 
 CONFIG_KEYS = [*cfg.TrainConfig.model_fields, *cfg.LEGACY_KEYS, *cfg.REJECTED_KEYS, "model", "framework"]
 scalars = st.one_of(
@@ -44,15 +46,15 @@ class StopBeforeLaunch:
         return 0
 
 
-def run_in_process(argv: list[str]) -> tuple[int, str]:
+def run_in_process(argv: list[str], launcher: object | None = None) -> tuple[int, str]:
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        code = main(argv, plugin_manager=get_plugin_manager(extra_plugins=[StopBeforeLaunch()]))
+        code = main(argv, plugin_manager=get_plugin_manager(extra_plugins=[launcher or StopBeforeLaunch()]))
     return code, err.getvalue()
 
 
-def check(argv: list[str], storage: Path) -> None:
-    code, err = run_in_process([*argv, "--storage-path", str(storage)])
+def check(argv: list[str], storage: Path, launcher: object | None = None) -> None:
+    code, err = run_in_process([*argv, "--storage-path", str(storage)], launcher)
     lines = [line for line in err.splitlines() if line.strip()]
     assert "Traceback" not in err, err
     assert code in (0, 2), (argv, code, err)
@@ -138,9 +140,32 @@ def test_any_backend_option_is_taken_or_refused_with_one_line(options, data):
         assert len(lines) == 1, (argv, err.getvalue())
 
 
-def test_usage_error_is_the_only_way_out():
-    # A sanity check of the harness: a known-bad input takes the exit-2 path, a good one resolves.
-    with tempfile.TemporaryDirectory() as tmp:
-        assert run_in_process(["--config", "{", "--storage-path", tmp + "/r"])[0] == 2
-        assert run_in_process(["--preset", "smoke", "--storage-path", tmp + "/r"])[0] == 0
-    assert issubclass(UsageError, Exception)
+class CrashingLaunch:
+    """A backend whose launch fails with an unexpected error: exit 1, which `check` must not let through."""
+
+    @hookimpl(tryfirst=True)
+    def pong_train_launch(self, job):
+        raise RuntimeError("unexpected")
+
+
+class WritingLaunch:
+    """A backend that writes into the storage path: `check` must notice files left behind."""
+
+    @hookimpl(tryfirst=True)
+    def pong_train_launch(self, job):
+        job.storage_path.mkdir(parents=True)
+        return 0
+
+
+def test_the_harness_tells_bad_input_from_every_other_way_out(tmp_path):
+    # Known-bad input takes the exit-2 path with one line, good input resolves: check() passes both.
+    code, err = run_in_process(["--config", "{", "--storage-path", str(tmp_path / "r")])
+    assert code == 2 and err.startswith("pong-train: error: --config") and err.count("\n") == 1, err
+    assert run_in_process(["--preset", "smoke", "--storage-path", str(tmp_path / "r")]) == (0, "")
+    check(["--config", "{"], tmp_path / "r")
+    check(["--preset", "smoke"], tmp_path / "r")
+    # And it fails what the property forbids: another exit code, files left behind.
+    with pytest.raises(AssertionError):
+        check(["--preset", "smoke"], tmp_path / "r", CrashingLaunch())
+    with pytest.raises(AssertionError, match="input validation created files"):
+        check(["--preset", "smoke"], tmp_path / "r", WritingLaunch())

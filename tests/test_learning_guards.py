@@ -3,8 +3,6 @@ runner agreeing on the policy for the same frames, and a short real run whose po
 
 from __future__ import annotations
 
-import copy
-from pathlib import Path
 
 import pytest
 import torch
@@ -72,19 +70,17 @@ def test_rllib_stock_loss_drops_the_bootstrap_which_is_why_pong_train_replaces_i
 def learner_and_runner(vector_env: bool):
     """An env runner and a learner built from pong-train's own RLlib config, the learner holding the
     runner's weights, as after a weight broadcast."""
-    from ray import tune
     from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 
-    from pong_train import atari
     from pong_train.config import TrainConfig
     from pong_train.job import Job
-    from pong_train.training import impala_config
+    from pong_train.rllib_config import impala_config, register_envs
 
-    tune.register_env(atari.RLLIB_ENV_NAME, atari.make_env)
-    tune.register_env(atari.RLLIB_VECTOR_ENV_NAME, atari.make_vector_env)
-    train = TrainConfig(num_envs_per_env_runner=3, rollout_fragment_length=20, vector_env=vector_env, seed=1)
-    job = Job(backend="local", run="IMPALA", env="PongNoFrameskip-v4", config=train, stop={}, storage_path=Path("."))
-    config = impala_config(job, 0)
+    register_envs()
+    # No remote env runners: the runner and the learner are built right here.
+    train = TrainConfig(num_env_runners=0, num_envs_per_env_runner=3, rollout_fragment_length=20,
+                        vector_env=vector_env, seed=1)
+    config = impala_config(Job(backend="local", env="PongNoFrameskip-v4", config=train))
     runner = SingleAgentEnvRunner(config=config)
     learner = config.learner_class(config=config, module_spec=config.get_multi_rl_module_spec(env=runner.env))
     learner.build()

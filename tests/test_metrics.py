@@ -9,6 +9,8 @@ import pytest
 from pong_train.errors import UsageError
 from pong_train.metrics import ALIASES, ResultRows, reached, validate_stop
 
+pytestmark = pytest.mark.timeout(60)  # fast: pure functions
+
 
 def rllib_result(iteration: int, episodes: int, steps: int, ret: float) -> dict:
     return {
@@ -26,7 +28,18 @@ def rllib_result(iteration: int, episodes: int, steps: int, ret: float) -> dict:
 def test_old_and_new_metric_names_are_both_valid_stop_keys():
     assert validate_stop({"episode_reward_mean": 18, "time_total_s": 3600}) == {
         "episode_reward_mean": 18.0, "time_total_s": 3600.0}
-    assert validate_stop({"env_runners/episode_return_mean": 18, "timesteps_total": 1e6})
+    checked = validate_stop({"env_runners/episode_return_mean": 18, "timesteps_total": 1e6, "training_iteration": 3})
+    assert checked == {"env_runners/episode_return_mean": 18.0, "timesteps_total": 1e6, "training_iteration": 3.0}
+    assert all(type(threshold) is float for threshold in checked.values())
+    assert validate_stop({}) == {}
+
+
+@pytest.mark.parametrize("bad, hint", [({"episode_reward_mean": True}, "finite number"),
+                                       ({"time_total_s": float("inf")}, "finite number"),
+                                       ({7: 1}, "must be strings")])
+def test_thresholds_that_are_not_plain_finite_numbers_are_refused(bad, hint):
+    with pytest.raises(UsageError, match=hint):
+        validate_stop(bad)
 
 
 @pytest.mark.parametrize("bad, hint", [({"episode_rewrd_mean": 18}, "episode_reward_mean"),
