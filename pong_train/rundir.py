@@ -67,16 +67,20 @@ def record(run: Run, status: str) -> None:
                                         "backend": run.job.backend, "argv": sys.argv[1:]})
 
 
+def run_status(run_dir: Path) -> str | None:
+    """The status run.json records (running, completed, ...); None where it cannot be read."""
+    try:
+        return json.loads((run_dir / RUN_FILE).read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def resumable_job(run_dir: Path, plugin_manager: Any) -> Job:
     """The job of an earlier run, to continue from its latest checkpoint; refuses what cannot resume."""
     if not (run_dir / JOB_FILE).is_file():
         raise UsageError(f"--resume {run_dir}: not a pong-train run directory (no {JOB_FILE})")
     job = Job.load(run_dir / JOB_FILE, plugin_manager)
-    try:
-        status = json.loads((run_dir / RUN_FILE).read_text()).get("status")
-    except (OSError, ValueError, AttributeError):
-        status = None
-    if status == "completed":
+    if run_status(run_dir) == "completed":
         raise UsageError(f"--resume {run_dir}: nothing to resume, the run already reached its stop criteria")
     return job.model_copy(update={"resume_dir": run_dir.resolve(), "storage_path": run_dir.resolve().parent})
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -34,10 +36,10 @@ def free_port() -> int:
 
 
 def node_args(launch: str, instance_count: int, storage: Path, stop: dict | None = None,
-              config: dict | None = None) -> list[str]:
+              config: dict | None = None, **job_fields) -> list[str]:
     """The arguments of the command the job's nodes run (spec.in_job_command, past its `pip install .`), on the job
     file the submitting side uploads (spec.node_job, written beside `storage`): the smoke preset, `stop` and `config`
-    over it; the runs output's mount point is `storage`."""
+    over it (and any other Job field given); the runs output's mount point is `storage`."""
     from pong_train.config import PRESETS, TrainConfig
     from pong_train.job import Job
     from pong_train_azureml.options import RUNS_FOLDER_FLAG, parse_options
@@ -45,12 +47,13 @@ def node_args(launch: str, instance_count: int, storage: Path, stop: dict | None
 
     smoke = PRESETS["smoke"]
     job = Job(backend="azureml", config=TrainConfig(**{**smoke["config"], **(config or {})}),
-              stop=stop or smoke["stop"], options={"azureml_launch": launch, "instance_count": instance_count})
+              stop=stop or smoke["stop"], options={"azureml_launch": launch, "instance_count": instance_count},
+              **job_fields)
     job_file = node_job(job, parse_options(job.options)).save(storage.parent / f"job-{launch}.json")
     return ["--job", str(job_file), RUNS_FOLDER_FLAG, str(storage)]
 
 
-def in_job(launch: str, instance_count: int, storage: Path, **settings: dict) -> list[str]:
+def in_job(launch: str, instance_count: int, storage: Path, **settings) -> list[str]:
     return [sys.executable, "-m", "pong_train", *node_args(launch, instance_count, storage, **settings)]
 
 
@@ -208,14 +211,15 @@ def test_a_rank_that_cannot_join_exits_non_zero_with_one_line(tmp_path, ray_tmp)
 
 @pytest.fixture(scope="module")
 def azure_ray_cluster(tmp_path_factory):
-    """Two nodes as Azure ML's Ray launch leaves them: a head and a worker, token auth set in the nodes' environment."""
+    """Three nodes as Azure ML's Ray launch leaves them: a head and two workers, token auth set in the nodes'
+    environment."""
     tmp = tmp_path_factory.mktemp("azure-ray")
     ray_tmp = tempfile.mkdtemp(prefix="pt-", dir="/tmp")
     nodes = RayNodes(ray_tmp, job_env(tmp, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=SHARED_TOKEN))
     try:
         head = nodes.start("head", "--head", f"--port={nodes.port}", "--num-cpus=2", "--include-dashboard=false")
-        worker = nodes.start("worker", f"--address={nodes.address}", "--num-cpus=1")
-        yield {"address": nodes.address, "head": head, "worker": worker,
+        workers = [nodes.start(name, f"--address={nodes.address}", "--num-cpus=1") for name in ("worker", "worker2")]
+        yield {"address": nodes.address, "head": head, "workers": workers,
                "env": {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": SHARED_TOKEN}}
     finally:
         nodes.stop()
@@ -224,27 +228,78 @@ def azure_ray_cluster(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_ray_launch_trains_from_the_head_only_and_every_node_ends(azure_ray_cluster, tmp_path):
-    """The command on both nodes, no RANK on the head, a misleading one on the worker: the head alone trains."""
-    command = in_job("ray", 2, tmp_path / "runs", stop={"training_iteration": 1})
+def test_ray_launch_on_every_node_of_three_trains_once_and_every_node_ends(azure_ray_cluster, tmp_path):
+    """The command on all three nodes, no RANK on the head, misleading ones on the workers: the head alone trains."""
+    command = in_job("ray", 3, tmp_path / "runs", stop={"training_iteration": 1})
     env = job_env(tmp_path, **azure_ray_cluster["env"])
-    worker = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env={**env, "RAY_TMPDIR": azure_ray_cluster["worker"], "RANK": "0",
-                                   "OMPI_COMM_WORLD_RANK": "0"})
+    workers = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**env, "RAY_TMPDIR": root, "RANK": "0", "OMPI_COMM_WORLD_RANK": "0"})
+               for root in azure_ray_cluster["workers"]]
     try:
         head = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=400,
                               env={**env, "RAY_TMPDIR": azure_ray_cluster["head"]})
         ended_at = time.monotonic()
-        _, worker_err = worker.communicate(timeout=90)  # the head's end is polled every 15 s
+        worker_errs = [worker.communicate(timeout=90)[1] for worker in workers]  # the head's end is polled every 15 s
     finally:
-        worker.kill()
+        for worker in workers:
+            worker.kill()
     assert head.returncode == 0, head.stderr[-3000:]
-    assert worker.returncode == 0, worker_err[-3000:]
+    assert [worker.returncode for worker in workers] == [0, 0], [err[-3000:] for err in worker_errs]
     assert time.monotonic() - ended_at < 60
-    assert "not the Ray head" in worker_err and "not the Ray head" not in head.stderr
-    [run_dir] = run_dirs(tmp_path / "runs")
+    assert all("not the Ray head" in err for err in worker_errs) and "not the Ray head" not in head.stderr
+    [run_dir] = run_dirs(tmp_path / "runs")  # one driver, one run
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [row["training_iteration"] for row in rows] == [1]
     assert json.loads((run_dir / "run.json").read_text())["status"] == "completed"
-    assert SHARED_TOKEN not in head.stdout + head.stderr + worker_err
+    assert SHARED_TOKEN not in head.stdout + head.stderr + "".join(worker_errs)
+
+
+def wait_for_iterations(runs: Path, count: int, proc: subprocess.Popen, timeout_s: float = 300) -> list[int]:
+    """The training_iteration of every row in the run's metrics.jsonl, once it has `count` more than at the start."""
+    def iterations() -> list[int]:
+        found = list(runs.glob("*/metrics.jsonl"))
+        return [json.loads(line)["training_iteration"] for line in found[0].read_text().splitlines()] if found else []
+
+    target = len(iterations()) + count
+    deadline = time.monotonic() + timeout_s
+    while len(iterations()) < target:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, f"fewer than {count} new results in {timeout_s} s"
+        time.sleep(0.5)
+    return iterations()
+
+
+@pytest.mark.slow
+def test_a_killed_job_continues_when_restarted_and_when_resumed(azure_ray_cluster, tmp_path):
+    """Preemption, then `azureml resume`, for real: the job's command killed after some results, run again as Azure
+    ML does when it restarts a job, killed again, then the command `pong-train azureml resume` submits."""
+    from pong_train_azureml.resume import resume_command
+    from pong_train_azureml.spec import IN_JOB_STORAGE, INSTALL_SOURCE
+
+    runs = tmp_path / "runs"
+    command = in_job("ray", 3, runs, stop={"training_iteration": 9}, checkpoint_freq=1)
+    env = {**job_env(tmp_path, **azure_ray_cluster["env"]), "RAY_TMPDIR": azure_ray_cluster["head"],
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    consoles = []
+    for _attempt in range(2):  # the first attempt, and Azure ML's restart of the same command
+        driver = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env=env)
+        wait_for_iterations(runs, 3, driver)
+        driver.send_signal(signal.SIGKILL)  # the node is gone: no checkpoint on the way out
+        consoles.append(driver.communicate(timeout=30)[0])
+    resumed = resume_command("ray", 3).replace(INSTALL_SOURCE, "true").replace(shlex.quote(IN_JOB_STORAGE),
+                                                                                 shlex.quote(str(runs)))
+    proc = subprocess.run(["bash", "-c", resumed], cwd=tmp_path, capture_output=True, text=True, timeout=400, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [run_dir] = run_dirs(runs)  # every attempt wrote to the first one's run directory
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [row["training_iteration"] for row in rows] == list(range(1, 10))
+    # The restart and the resumed job each took over from a checkpoint (their first result is not iteration 1).
+    firsts = [int(re.search(r"^iter\s+(\d+)\s", out, flags=re.M).group(1)) for out in [*consoles, proc.stdout]]
+    assert firsts[0] == 1 and firsts[1] > 1 and firsts[2] > firsts[1], firsts
+    steps = [row["timesteps_total"] for row in rows]
+    assert steps == sorted(steps)
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "completed"
 
 
 SHIPPED = """
@@ -254,7 +309,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 ship_code()
 ray.init(address=sys.argv[1], log_to_driver=False)
 here = ray.get_runtime_context().get_node_id()
-[other] = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeID"] != here]
+other = next(n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeID"] != here)
 where = ray.remote(lambda: __import__("pong_train").__file__).options(
     scheduling_strategy=NodeAffinitySchedulingStrategy(other, soft=False))
 shipped = ray.get_runtime_context().runtime_env["py_modules"]
@@ -274,5 +329,6 @@ def test_ray_launch_ships_pong_train_to_the_other_nodes(azure_ray_cluster, tmp_p
     assert proc.returncode == 0, proc.stderr[-3000:]
     shipped = json.loads(proc.stdout.strip().splitlines()[-1])
     assert [uri.startswith("gcs://") for uri in shipped["py_modules"]] == [True]
-    assert Path(shipped["worker"]).is_relative_to(azure_ray_cluster["worker"])  # the worker node's runtime resources
+    # Under a worker node's own runtime resources:
+    assert any(Path(shipped["worker"]).is_relative_to(root) for root in azure_ray_cluster["workers"])
     assert Path(pong_train.__file__).parent != Path(shipped["worker"]).parent

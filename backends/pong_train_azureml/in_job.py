@@ -330,4 +330,31 @@ def run_in_job(job: Job, opts: AzureOptions) -> int:
         param = param_names()["runs_folder"]
         job = job.model_copy(update={"storage_path": opts.runs_folder,
                                      "options": {k: v for k, v in job.options.items() if k != param}})
+        earlier = earlier_attempt(opts.runs_folder)
+        if earlier is not None:
+            job = continued(job, earlier)
+            if job is None:
+                return 0
     return train_mpi(job, opts.instance_count) if opts.in_job == "mpi" else train_ray_launch(job, opts.instance_count)
+
+
+def earlier_attempt(runs_folder: Path) -> Path | None:
+    """The run directory an earlier attempt of this job left in its runs folder: Azure ML runs the same command
+    again on new nodes when it restarts a job (a preempted low-priority node)."""
+    from pong_train.job import JOB_FILE
+
+    found = sorted(path.parent for path in runs_folder.glob(f"*/{JOB_FILE}"))
+    return found[-1] if found else None
+
+
+def continued(job: Job, run_dir: Path) -> Job | None:
+    """`job` continuing the earlier attempt's run from its latest checkpoint, rather than starting over;
+    None where that run already reached its stop criteria."""
+    from pong_train.rundir import resumable_job, run_status
+
+    if run_status(run_dir) == "completed":
+        return None
+    if rank() == 0:
+        print(f"note: the job was restarted; continuing {run_dir.name} from its latest checkpoint", file=sys.stderr)
+    earlier = resumable_job(run_dir, job.plugin_manager)
+    return earlier.model_copy(update={"options": job.options, "quiet": job.quiet, "debug": job.debug})
