@@ -21,8 +21,8 @@ def smoke_run(tmp_path_factory) -> dict:
     """One smoke run with --mlflow into a file store, shared by the checks below."""
     root = tmp_path_factory.mktemp("around")
     storage, mlruns = root / "runs", root / "mlruns"
-    proc = run_cli("--preset", "smoke", "--mlflow", f"file://{mlruns}", "--json", "--storage-path", str(storage),
-                   timeout=400)
+    proc = run_cli("--preset", "smoke", "--mlflow", f"file://{mlruns}", "--mlflow-experiment", "pong-train", "--json",
+                   "--storage-path", str(storage), timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     [run_dir] = run_dirs(storage)
     return {"root": root, "run_dir": run_dir, "mlruns": mlruns, "stdout": proc.stdout}
@@ -80,7 +80,7 @@ def test_mlflow_has_the_article_names_for_the_run(smoke_run, monkeypatch):
 # What a user types in the folder they trained from, with no MLflow variable set.
 SEARCH_RUNS = """
 import json, mlflow
-runs = mlflow.search_runs(search_all_experiments=True)
+runs = mlflow.search_runs()
 print(json.dumps(runs[["tags.mlflow.runName", "metrics.episode_reward_mean"]].to_dict("records")))
 """
 

@@ -54,8 +54,9 @@ def pong_train_cli_options() -> list[click.Option]:
                      help="Log params and every result to MLflow: to URI or folder, or alone to MLflow's "
                           "default store (MLFLOW_TRACKING_URI, else ./mlflow.db), which mlflow.search_runs() "
                           "and `mlflow ui` read from this folder."),
-        click.Option(["--mlflow-experiment"], default="pong-train", show_default=True,
-                     help="MLflow experiment for --mlflow."),
+        click.Option(["--mlflow-experiment"], metavar="NAME",
+                     help="MLflow experiment for --mlflow [default: MLflow's own: MLFLOW_EXPERIMENT_NAME, "
+                          "else Default, the one a plain mlflow.search_runs() reads]."),
     ]
 
 
