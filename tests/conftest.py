@@ -8,6 +8,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,17 @@ def three_node_cluster():
     finally:
         proc.stdin.close()
         proc.wait(timeout=120)
+
+
+def wait_for_a_saved_checkpoint(storage: Path, since: float, proc: subprocess.Popen, timeout_s: float = 120) -> None:
+    """Until Tune's experiment state (saved every 10 s at most) was written after a checkpoint made since `since`:
+    what a restore continues from. Killed before that, an attempt's work since its last saved state is redone."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, f"no checkpoint in Tune's experiment state within {timeout_s} s"
+        made = [p.stat().st_mtime for p in storage.glob("*/*/checkpoint_*") if p.stat().st_mtime > since]
+        states = [p.stat().st_mtime for p in storage.glob("*/experiment_state-*.json")]
+        if made and states and max(states) > min(made):
+            return
+        time.sleep(0.5)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_dirs
+from conftest import run_dirs, wait_for_a_saved_checkpoint
 
 MPIRUN = shutil.which("mpirun")
 # CI installs Open MPI (.ci/run); only a machine without apt, where that cannot be done, skips the mpirun tests.
@@ -277,14 +277,16 @@ def test_a_killed_job_continues_when_restarted_and_when_resumed(azure_ray_cluste
     from pong_train_azureml.spec import IN_JOB_STORAGE, INSTALL_SOURCE
 
     runs = tmp_path / "runs"
-    command = in_job("ray", 3, runs, stop={"training_iteration": 9}, checkpoint_freq=1)
+    command = in_job("ray", 3, runs, stop={"training_iteration": 20}, checkpoint_freq=1)
     env = {**job_env(tmp_path, **azure_ray_cluster["env"]), "RAY_TMPDIR": azure_ray_cluster["head"],
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     consoles = []
     for _attempt in range(2):  # the first attempt, and Azure ML's restart of the same command
         driver = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                   env=env)
+        started = time.time()
         wait_for_iterations(runs, 3, driver)
+        wait_for_a_saved_checkpoint(runs, started, driver)
         driver.send_signal(signal.SIGKILL)  # the node is gone: no checkpoint on the way out
         consoles.append(driver.communicate(timeout=30)[0])
     resumed = resume_command("ray", 3).replace(INSTALL_SOURCE, "true").replace(shlex.quote(IN_JOB_STORAGE),
@@ -293,7 +295,7 @@ def test_a_killed_job_continues_when_restarted_and_when_resumed(azure_ray_cluste
     assert proc.returncode == 0, proc.stderr[-3000:]
     [run_dir] = run_dirs(runs)  # every attempt wrote to the first one's run directory
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [row["training_iteration"] for row in rows] == list(range(1, 10))
+    assert [row["training_iteration"] for row in rows] == list(range(1, 21))
     # The restart and the resumed job each took over from a checkpoint (their first result is not iteration 1).
     firsts = [int(re.search(r"^iter\s+(\d+)\s", out, flags=re.M).group(1)) for out in [*consoles, proc.stdout]]
     assert firsts[0] == 1 and firsts[1] > 1 and firsts[2] > firsts[1], firsts

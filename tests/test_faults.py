@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, run_dirs
+from conftest import run_cli, run_dirs, wait_for_a_saved_checkpoint
 from pong_train.config import PRESETS
 from pong_train.loggers import GuardedLogger, JsonlLogger, read_metrics
 from pong_train.metrics import reached
@@ -47,8 +47,10 @@ def iterations(run_dir: Path) -> list[int]:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_killed_driver_resumes_with_no_gap_and_no_repeat(storage):
+    started = time.time()
     proc = start(storage, "--checkpoint-freq", "1")
     run_dir = wait_for_rows(storage, 5, proc)
+    wait_for_a_saved_checkpoint(storage, started, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     before = iterations(run_dir)
