@@ -30,7 +30,12 @@ class BrokenPlugin:
 
     @property
     def label(self) -> str:
-        return f"plugin {self.name}" if self.dist == "-" else f"plugin {self.dist} {self.version} ({self.name})"
+        return plugin_label(self.name, self.dist, self.version)
+
+
+def plugin_label(name: str, dist: str, version: str) -> str:
+    """How a message names a plugin: its distribution and version, and its entry-point name."""
+    return f"plugin {name}" if dist == "-" else f"plugin {dist} {version} ({name})"
 
 
 class PluginManager(pluggy.PluginManager):
@@ -89,9 +94,7 @@ class PluginManager(pluggy.PluginManager):
         self.broken.append(BrokenPlugin(name, *self.distribution(name), problem))
 
     def label(self, name: str) -> str:
-        """How a message names a plugin: its distribution and version, and its entry-point name."""
-        dist, version = self.distribution(name)
-        return f"plugin {name}" if dist == "-" else f"plugin {dist} {version} ({name})"
+        return plugin_label(name, *self.distribution(name))
 
     def distribution(self, name: str) -> tuple[str, str]:
         """(distribution, version) the plugin was installed with; ('-', '-') when registered by hand."""
