@@ -18,7 +18,7 @@ from pong_train import atari
 from pong_train.cluster import connect
 from pong_train.config import TrainConfig
 from pong_train.job import Job
-from pong_train.rllib_config import impala_config, register_envs
+from pong_train.rllib_config import algorithm_config, register_envs
 
 FRAMESKIP = 4
 
@@ -100,7 +100,7 @@ def sampling_path(settings: BenchSettings) -> dict[str, float]:
     from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 
     with embedded_cluster(settings) as ray:
-        config = impala_config(default_job(settings, settings.cores))
+        config = algorithm_config(default_job(settings, settings.cores))
         runner_cls = ray.remote(num_cpus=1)(SingleAgentEnvRunner)
         runners = [runner_cls.remote(config=config, worker_index=i + 1) for i in range(settings.cores)]
         chunk = settings.envs_per_runner * 50
@@ -145,7 +145,7 @@ def stock_job(settings: BenchSettings) -> Job:
 def stock_config(settings: BenchSettings) -> Any:
     """The core's IMPALAConfig for `stock_job`, less what the core adds whatever the TrainConfig."""
     return (
-        impala_config(stock_job(settings))
+        algorithm_config(stock_job(settings))
         # The core always samples on the driver while every env runner is being replaced; stock RLlib does not.
         .env_runners(create_env_on_local_worker=False)
         # The core's callbacks pin the learner's torch to one thread and collect memory; stock RLlib has none.
@@ -196,7 +196,7 @@ def run_bench(settings: BenchSettings, out_dir: Path, say: Callable[[str], None]
         measured["sampling"].append(sampling_path(settings))
         measured["stock"].append(end_to_end(settings, lambda: stock_config(settings)))
         measured["default"].append(end_to_end(
-            settings, lambda: impala_config(default_job(settings, spare_cores(settings)))))
+            settings, lambda: algorithm_config(default_job(settings, spare_cores(settings)))))
         for name, runs in measured.items():
             say(f"  {name:<9} {runs[-1]['steps_per_s']:>9,.0f} agent steps/s  {runs[-1]['frames_per_s']:>9,.0f} frames/s")
     medians = {name: median_of(runs) for name, runs in measured.items()}

@@ -83,6 +83,25 @@ class TrainConfig(BaseModel):
     seed: Optional[int] = None
     """Seed for the env runners and learners; None leaves runs random."""
 
+    # APPO's own settings (`--run APPO`); None under IMPALA, and under APPO None means APPO_DEFAULTS'.
+    clip_param: Optional[float] = Field(default=None, gt=0)
+    """APPO: how far one update may move the probability ratio of an action from 1 (PPO's clip)."""
+    use_kl_loss: Optional[bool] = None
+    """APPO: add a KL term between the target network's policy and the trained one to the loss."""
+    kl_coeff: Optional[float] = Field(default=None, ge=0)
+    """APPO: initial weight of the KL term, adapted towards `kl_target` (with `use_kl_loss`)."""
+    kl_target: Optional[float] = Field(default=None, gt=0)
+    """APPO: the KL per update the KL term's weight is adapted to reach (with `use_kl_loss`)."""
+    circular_buffer_num_batches: Optional[int] = Field(default=None, ge=1)
+    """APPO: sampled batches the learner's circular buffer holds; the oldest is dropped for a new one."""
+    circular_buffer_iterations_per_batch: Optional[int] = Field(default=None, ge=1)
+    """APPO: passes the learner makes over each sampled batch at most (each pass made of updates of
+    `train_batch_size_per_learner` steps, and `num_epochs` times over)."""
+    target_network_update_freq: Optional[float] = Field(default=None, gt=0)
+    """APPO: the target policy (the clip's and V-trace's reference) is refreshed every this many times
+    `circular_buffer_num_batches` x `circular_buffer_iterations_per_batch` x `train_batch_size_per_learner`
+    trained steps."""
+
     @model_validator(mode="after")
     def _minibatch_fits(self) -> "TrainConfig":
         if self.minibatch_size is not None and (
@@ -101,6 +120,34 @@ class TrainConfig(BaseModel):
             return self.minibatch_size
         fragments = max(1, self.train_batch_size_per_learner // self.rollout_fragment_length)
         return fragments * self.rollout_fragment_length
+
+
+ALGORITHMS = ("IMPALA", "APPO")
+"""The RLlib algorithms `--run` accepts."""
+
+APPO_DEFAULTS: dict[str, Any] = {
+    "clip_param": 0.4,
+    "use_kl_loss": False,
+    "kl_coeff": 1.0,
+    "kl_target": 0.01,
+    "circular_buffer_num_batches": 8,
+    "circular_buffer_iterations_per_batch": 2,
+    "target_network_update_freq": 2,
+}
+"""APPO's settings under `--run APPO` when none is given (RLlib 2.60's APPO defaults)."""
+
+ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {"IMPALA": {}, "APPO": APPO_DEFAULTS}
+"""The first layer of every config: each algorithm's own defaults, beneath presets, files and --config."""
+
+
+def check_algorithm_keys(config: TrainConfig, run: str) -> None:
+    """Refuse settings that mean nothing to `run` (an APPO key under IMPALA), naming their algorithm."""
+    if run == "APPO":
+        return
+    foreign = [key for key in APPO_DEFAULTS if getattr(config, key) is not None]
+    if foreign:
+        raise UsageError(f"config key '{foreign[0]}' is an APPO setting and means nothing to {run}; "
+                         f"train with --run APPO or drop it")
 
 
 # The article's RLlib 0.8.3 keys, translated to the field that means the same today.
@@ -262,19 +309,21 @@ PRESETS: dict[str, dict[str, Any]] = {
 DEFAULT_STOP = {"episode_reward_mean": 18.0}
 
 
-def build_config(layers: list[dict[str, Any]]) -> TrainConfig:
-    """Merge translated layers (later wins) into a validated TrainConfig."""
-    merged: dict[str, Any] = {}
+def build_config(layers: list[dict[str, Any]], run: str = "IMPALA") -> TrainConfig:
+    """Merge `run`'s defaults and the translated layers (later wins) into a validated TrainConfig."""
+    merged: dict[str, Any] = dict(ALGORITHM_DEFAULTS[run])
     for layer in layers:
         merged.update(layer)
     try:
-        return TrainConfig(**merged)
+        config = TrainConfig(**merged)
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         if not where:  # a rule over several keys
             raise UsageError(f"config: {first['msg'].removeprefix('Value error, ')}") from None
         raise UsageError(f"config key '{where}': {first['msg']} (got {json.dumps(first.get('input'), default=str)})") from None
+    check_algorithm_keys(config, run)
+    return config
 
 
 def gpus_needed(config: TrainConfig) -> float:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from pong_train.config import TrainConfig
+from pong_train.config import TrainConfig, check_algorithm_keys
 from pong_train.errors import UsageError
 
 JOB_FILE = "job.json"
@@ -36,8 +36,8 @@ class Job(BaseModel):
 
     backend: str
     """Name of the backend chosen with `--backend`."""
-    run: str = "IMPALA"
-    """The RLlib algorithm (`--run`); IMPALA."""
+    run: Literal["IMPALA", "APPO"] = "IMPALA"
+    """The RLlib algorithm (`--run`)."""
     env: str = "PongNoFrameskip-v4"
     """The ALE environment id (`--env`)."""
     config: TrainConfig = Field(default_factory=TrainConfig)
@@ -71,6 +71,14 @@ class Job(BaseModel):
     """One line per translated legacy key; the core shows them once the job has passed its checks."""
     plugin_manager: Any = Field(default=None, exclude=True, repr=False)
     """The plugin manager (`pong_train.plugins.PluginManager`) the job was made with; not saved."""
+
+    @model_validator(mode="after")
+    def _settings_fit_the_algorithm(self) -> "Job":
+        try:
+            check_algorithm_keys(self.config, self.run)
+        except UsageError as err:
+            raise ValueError(str(err)) from None
+        return self
 
     @property
     def hook(self) -> Any:

@@ -1,4 +1,4 @@
-"""IMPALA's learner with V-trace bootstrapping at fragment ends restored.
+"""IMPALA's and APPO's learners with V-trace bootstrapping at fragment ends restored.
 
 RLlib 2.60 appends one artificial timestep to every episode chunk (value of the chunk's last
 observation, `loss_mask` False) and gates the discount to 0 there. V-trace then sees that step as a
@@ -6,6 +6,8 @@ terminal state with reward 0: its delta is `-V`, which the recursion adds back i
 cancels the bootstrap exactly. Every value target stops at the fragment's end, as if each
 `rollout_fragment_length` steps ended the game, so Pong's points, scored 50-150 steps after the
 return that wins them, never reach the value function or the policy gradient.
+
+RLlib 2.60's APPO learner builds its V-trace the same way and has the same fault.
 
 Here the artificial step's reward is its own value (detached), so its delta is 0 and the last real
 step bootstraps from it as V-trace intends; everything else is RLlib's loss unchanged.
@@ -16,10 +18,17 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from ray.rllib.algorithms.appo.appo import (
+    LEARNER_RESULTS_CURR_KL_COEFF_KEY,
+    LEARNER_RESULTS_KL_KEY,
+    LEARNER_RESULTS_MEAN_IS_KEY,
+)
+from ray.rllib.algorithms.appo.torch.appo_torch_learner import APPOTorchLearner
 from ray.rllib.algorithms.impala.torch.impala_torch_learner import IMPALATorchLearner
 from ray.rllib.algorithms.impala.torch.vtrace_torch_v2 import make_time_major, vtrace_torch
 from ray.rllib.core.columns import Columns
-from ray.rllib.core.learner.learner import ENTROPY_KEY
+from ray.rllib.core.learner.learner import ENTROPY_KEY, POLICY_LOSS_KEY, VF_LOSS_KEY
+from ray.rllib.core.rl_module.apis import TARGET_NETWORK_ACTION_DIST_INPUTS
 
 
 def vtrace_targets(
@@ -57,51 +66,117 @@ def vtrace_targets(
     )
 
 
+class Chunks:
+    """One batch's time-major [T, B] views, the trained policy's distribution and the loss mask, where the
+    batch's very last step (no successor in the batch, since minibatches cut chunks anywhere) serves as
+    the bootstrap step of the steps before it instead of being trained on."""
+
+    def __init__(self, module: Any, config: Any, batch: dict, fwd_out: dict) -> None:
+        seq_len = config.get_rollout_fragment_length()
+        self.time_major = lambda tensor: make_time_major(tensor, trajectory_len=seq_len)
+        self.batch, self.config = batch, config
+        self.loss_mask = batch[Columns.LOSS_MASK].float()
+        self.dist = module.get_train_action_dist_cls().from_logits(fwd_out[Columns.ACTION_DIST_INPUTS])
+        self.logp = self.time_major(self.dist.logp(batch[Columns.ACTIONS]))
+        self.behaviour_logp = self.time_major(batch[Columns.ACTION_LOGP])
+        self.values = self.time_major(module.compute_values(batch, embeddings=fwd_out.get(Columns.EMBEDDINGS)))
+        self.mask = self.time_major(self.loss_mask).clone()
+        self.mask[-1, -1] = 0.0
+        self.size = torch.sum(self.loss_mask)
+
+    def vtrace(self, target_logp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Value targets and advantages of the policy whose log-probabilities are `target_logp`."""
+        return vtrace_targets(
+            target_logp=target_logp,
+            behaviour_logp=self.behaviour_logp,
+            rewards=self.time_major(self.batch[Columns.REWARDS]),
+            values=self.values,
+            terminateds=self.time_major(self.batch[Columns.TERMINATEDS]),
+            loss_mask=self.mask,
+            gamma=self.config.gamma,
+            clip_rho_threshold=self.config.vtrace_clip_rho_threshold,
+            clip_pg_rho_threshold=self.config.vtrace_clip_pg_rho_threshold,
+        )
+
+    def value_loss(self, value_targets: torch.Tensor) -> torch.Tensor:
+        return 0.5 * torch.sum(torch.pow(self.values - value_targets, 2.0) * self.mask)
+
+    def entropy(self) -> torch.Tensor:
+        return torch.sum(self.dist.entropy() * self.loss_mask) / self.size
+
+    def normalized(self, advantages: torch.Tensor) -> torch.Tensor:
+        """Advantages scaled to mean 0 and standard deviation 1 over the trained steps (PPO's normalization)."""
+        real = self.mask.bool()
+        return (advantages - advantages[real].mean()) / (advantages[real].std() + 1e-8)
+
+
 class BootstrappingIMPALALearner(IMPALATorchLearner):
     """RLlib's IMPALA torch learner, its loss computed with `vtrace_targets`."""
 
     def compute_loss_for_module(self, *, module_id: str, config: Any, batch: dict, fwd_out: dict) -> torch.Tensor:
-        module = self.module[module_id].unwrapped()
-        seq_len = config.get_rollout_fragment_length()
-
-        def time_major(tensor: torch.Tensor) -> torch.Tensor:
-            return make_time_major(tensor, trajectory_len=seq_len)
-
-        loss_mask = batch[Columns.LOSS_MASK].float()
-        target_dist = module.get_train_action_dist_cls().from_logits(fwd_out[Columns.ACTION_DIST_INPUTS])
-        target_logp = time_major(target_dist.logp(batch[Columns.ACTIONS]))
-        values = time_major(module.compute_values(batch, embeddings=fwd_out.get(Columns.EMBEDDINGS)))
-        mask = time_major(loss_mask).clone()
-        # The batch's very last step has no successor in the batch (minibatches cut chunks anywhere):
-        # it serves as the bootstrap step of the steps before it instead of being trained on.
-        mask[-1, -1] = 0.0
-        vs, pg_advantages = vtrace_targets(
-            target_logp=target_logp,
-            behaviour_logp=time_major(batch[Columns.ACTION_LOGP]),
-            rewards=time_major(batch[Columns.REWARDS]),
-            values=values,
-            terminateds=time_major(batch[Columns.TERMINATEDS]),
-            loss_mask=mask,
-            gamma=config.gamma,
-            clip_rho_threshold=config.vtrace_clip_rho_threshold,
-            clip_pg_rho_threshold=config.vtrace_clip_pg_rho_threshold,
-        )
+        chunks = Chunks(self.module[module_id].unwrapped(), config, batch, fwd_out)
+        vs, pg_advantages = chunks.vtrace(chunks.logp)
         if config.learner_config_dict.get("normalize_advantages"):
-            real = mask.bool()
-            pg_advantages = (pg_advantages - pg_advantages[real].mean()) / (pg_advantages[real].std() + 1e-8)
-        size = torch.sum(loss_mask)
-        pi_loss = -torch.sum(target_logp * pg_advantages * mask)
-        vf_loss = 0.5 * torch.sum(torch.pow(values - vs, 2.0) * mask)
-        entropy_loss = -torch.sum(target_dist.entropy() * loss_mask)
+            pg_advantages = chunks.normalized(pg_advantages)
+        size = chunks.size
+        pi_loss = -torch.sum(chunks.logp * pg_advantages * chunks.mask)
+        vf_loss = chunks.value_loss(vs)
+        entropy = chunks.entropy()
         entropy_coeff = self.entropy_coeff_schedulers_per_module[module_id].get_current_value()
-        total_loss = pi_loss / size + vf_loss / size * config.vf_loss_coeff + entropy_loss / size * entropy_coeff
+        total_loss = pi_loss / size + vf_loss / size * config.vf_loss_coeff - entropy * entropy_coeff
         self.metrics.log_dict(
             {
                 "pi_loss": pi_loss,
                 "mean_pi_loss": pi_loss / size,
                 "vf_loss": vf_loss,
                 "mean_vf_loss": vf_loss / size,
-                ENTROPY_KEY: -entropy_loss / size,
+                ENTROPY_KEY: entropy,
+            },
+            key=module_id,
+            window=1,
+        )
+        return total_loss
+
+
+class BootstrappingAPPOLearner(APPOTorchLearner):
+    """RLlib's APPO torch learner, its V-trace computed with `vtrace_targets`.
+
+    As RLlib's: V-trace and the clipped objective are taken against the target network's policy, the
+    behaviour policy's share of the ratio clipped at `target_worker_clipping`.
+    """
+
+    def compute_loss_for_module(self, *, module_id: str, config: Any, batch: dict, fwd_out: dict) -> torch.Tensor:
+        module = self.module[module_id].unwrapped()
+        chunks = Chunks(module, config, batch, fwd_out)
+        old_dist = module.get_train_action_dist_cls().from_logits(
+            module.forward_target(batch)[TARGET_NETWORK_ACTION_DIST_INPUTS])
+        old_logp = chunks.time_major(old_dist.logp(batch[Columns.ACTIONS]))
+        vs, pg_advantages = chunks.vtrace(old_logp)
+        if config.learner_config_dict.get("normalize_advantages"):
+            pg_advantages = chunks.normalized(pg_advantages)
+        pg_advantages = pg_advantages * chunks.mask
+        is_ratio = torch.clip(torch.exp(chunks.behaviour_logp - old_logp), 0.0, config.target_worker_clipping)
+        ratio = is_ratio * torch.exp(chunks.logp - chunks.behaviour_logp)
+        surrogate = torch.minimum(pg_advantages * ratio,
+                                  pg_advantages * torch.clip(ratio, 1 - config.clip_param, 1 + config.clip_param))
+        mean_pi_loss = -torch.sum(surrogate) / chunks.size
+        mean_vf_loss = chunks.value_loss(vs) / chunks.size
+        entropy = chunks.entropy()
+        kl_coeff = self.curr_kl_coeffs_per_module[module_id]
+        mean_kl = (torch.sum(old_dist.kl(chunks.dist) * chunks.loss_mask) / chunks.size
+                   if config.use_kl_loss else torch.zeros(()))
+        entropy_coeff = self.entropy_coeff_schedulers_per_module[module_id].get_current_value()
+        total_loss = mean_pi_loss + mean_vf_loss * config.vf_loss_coeff - entropy * entropy_coeff + mean_kl * kl_coeff
+        self.metrics.log_dict(
+            {
+                POLICY_LOSS_KEY: mean_pi_loss,
+                VF_LOSS_KEY: mean_vf_loss,
+                "mean_pi_loss": mean_pi_loss,
+                "mean_vf_loss": mean_vf_loss,
+                ENTROPY_KEY: entropy,
+                LEARNER_RESULTS_KL_KEY: mean_kl,
+                LEARNER_RESULTS_CURR_KL_COEFF_KEY: kl_coeff,
+                LEARNER_RESULTS_MEAN_IS_KEY: torch.sum(is_ratio * chunks.mask) / chunks.size,
             },
             key=module_id,
             window=1,

@@ -18,8 +18,10 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "default": {},
     "python-wrappers": {"vector_env": False},
     "rllib-loss": {"bootstrap_fragments": False},
+    "appo": {"run": "APPO"},
 }
-"""Settings known by name; anything else is given as NAME=JSON (config keys, as for --config)."""
+"""Settings known by name; anything else is given as NAME=JSON (config keys, as for --config, and "run":
+"APPO" to train APPO instead of IMPALA)."""
 
 DEFAULT_SETTINGS = ("default", "python-wrappers")
 """Learning parity: the C++ vector env against RLlib's Python Atari wrappers, same network and settings."""
@@ -55,7 +57,9 @@ def train_once(name: str, config: dict[str, Any], seed: int, steps: int, minutes
     if minutes:
         stop["time_total_s"] = minutes * 60
     run_name = f"{name}_seed{seed}"
-    argv = [sys.executable, "-m", "pong_train", "--run", "IMPALA", "--env", env,
+    config = dict(config)
+    algorithm = config.pop("run", "IMPALA")
+    argv = [sys.executable, "-m", "pong_train", "--run", algorithm, "--env", env,
             "--config", json.dumps({"num_gpus": 0, **config, "seed": seed}), "--stop", json.dumps(stop),
             "--name", run_name, "--storage-path", str(out_dir), "--checkpoint-freq", "0", "--quiet"]
     done = subprocess.run(argv, capture_output=True, text=True)

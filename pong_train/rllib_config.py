@@ -1,4 +1,5 @@
-"""The single translation of a job's TrainConfig into RLlib's IMPALAConfig, and the callbacks it trains with."""
+"""The single translation of a job's TrainConfig into RLlib's IMPALAConfig or APPOConfig, and the callbacks it
+trains with."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 from typing import Any
 
 from pong_train import atari
+from pong_train.config import APPO_DEFAULTS, TrainConfig
 from pong_train.errors import UsageError
 from pong_train.job import Job
 from pong_train.metrics import ALIASES, ResultRows
@@ -31,14 +33,31 @@ def register_envs() -> None:
     tune.register_env(atari.RLLIB_VECTOR_ENV_NAME, atari.make_vector_env)
 
 
-def impala_config(job: Job) -> Any:
-    """RLlib's IMPALAConfig for `job`, whose `config.num_env_runners` is resolved (see cluster.fit_to_cluster)."""
+def algorithm_parts(run: str) -> tuple[Any, Any, Any]:
+    """(RLlib config class, pong-train's learner, the uint8-frames module) of the algorithm `run`."""
+    from ray.rllib.algorithms.appo import APPOConfig
     from ray.rllib.algorithms.impala import IMPALAConfig
+
+    from pong_train import learner, model
+
+    return {
+        "IMPALA": (IMPALAConfig, learner.BootstrappingIMPALALearner, model.Uint8FramesModule),
+        "APPO": (APPOConfig, learner.BootstrappingAPPOLearner, model.Uint8FramesAPPOModule),
+    }[run]
+
+
+def appo_settings(c: TrainConfig) -> dict[str, Any]:
+    """APPO's own training settings; a key the config leaves None takes pong-train's APPO default."""
+    return {key: default if getattr(c, key) is None else getattr(c, key) for key, default in APPO_DEFAULTS.items()}
+
+
+def algorithm_config(job: Job) -> Any:
+    """RLlib's IMPALAConfig or APPOConfig for `job`, whose `config.num_env_runners` is resolved (see
+    cluster.fit_to_cluster)."""
     from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
-    from pong_train.learner import BootstrappingIMPALALearner
-
+    config_class, learner_class, frames_module = algorithm_parts(job.run)
     c = job.config
     model_config = DefaultModelConfig(
         conv_filters=[list(f) for f in c.conv_filters] if c.conv_filters else default_conv_filters(c.dim),
@@ -46,14 +65,12 @@ def impala_config(job: Job) -> Any:
         vf_share_layers=c.vf_share_layers,
     )
     if c.vector_env:
-        from pong_train.model import Uint8FramesModule
-
         env_name, vectorize = atari.RLLIB_VECTOR_ENV_NAME, "vector_entry_point"
-        module_spec = RLModuleSpec(module_class=Uint8FramesModule, model_config=dataclasses.asdict(model_config))
+        module_spec = RLModuleSpec(module_class=frames_module, model_config=dataclasses.asdict(model_config))
     else:
         env_name, vectorize, module_spec = atari.RLLIB_ENV_NAME, "sync", RLModuleSpec(model_config=model_config)
     return (
-        IMPALAConfig()
+        config_class()
         .environment(
             env_name,
             env_config={"id": job.env, "dim": c.dim, "framestack": c.framestack, "frameskip": c.frameskip},
@@ -71,7 +88,7 @@ def impala_config(job: Job) -> Any:
         .learners(
             num_learners=c.num_learners,
             num_gpus_per_learner=c.num_gpus_per_learner,
-            learner_class=BootstrappingIMPALALearner if c.bootstrap_fragments else None,
+            learner_class=learner_class if c.bootstrap_fragments else None,
             learner_config_dict={"normalize_advantages": c.normalize_advantages},
         )
         .training(
@@ -84,6 +101,7 @@ def impala_config(job: Job) -> Any:
             vf_loss_coeff=c.vf_loss_coeff,
             grad_clip=c.grad_clip,
             num_gpu_loader_threads=c.num_gpu_loader_threads,
+            **(appo_settings(c) if job.run == "APPO" else {}),
         )
         .rl_module(rl_module_spec=module_spec)
         .reporting(min_time_s_per_iteration=c.min_time_s_per_iteration)

@@ -18,7 +18,7 @@ from pong_train.errors import EXIT_FAILED, EXIT_LOST_RESULTS, EXIT_OK
 from pong_train.job import Job, ResultLogger, Run
 from pong_train.loggers import ConsoleLogger, JsonlLogger
 from pong_train.monitor import RunMonitor, checkpoint_on_signal, close_loggers, interruption
-from pong_train.rllib_config import impala_config, register_envs
+from pong_train.rllib_config import algorithm_config, register_envs
 from pong_train.rundir import check_storage, make_run_dir, plot_curve, record, summary
 
 __all__ = ["run_training"]
@@ -90,7 +90,7 @@ def tuner(run: Run, monitor: RunMonitor) -> Any:
     """A Tune tuner that trains the run from scratch, or restores it from its latest checkpoint."""
     from ray import tune
 
-    algo_config = impala_config(run.job)
+    algo_config = algorithm_config(run.job)
     if run.job.resume_dir:
         resume_all = tune.ResumeConfig(
             finished=tune.ResumeConfig.ResumeType.RESUME,

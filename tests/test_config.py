@@ -15,7 +15,7 @@ from pong_train.cli import main, with_plugins
 from pong_train.errors import PluginError, UsageError
 from pong_train.job import Job
 from pong_train.plugins import get_plugin_manager
-from pong_train.rllib_config import impala_config
+from pong_train.rllib_config import algorithm_config
 
 # Fast: no Ray, no training (pytest-timeout; the suite's default is in pyproject.toml).
 pytestmark = pytest.mark.timeout(60)
@@ -53,29 +53,29 @@ def job_for(**fields) -> Job:
         ("min_iter_time_s", 3, "min_time_s_per_iteration", "min_time_s_per_iteration"),
     ],
 )
-def test_each_legacy_key_reaches_the_impala_config(old_key, value, new_key, impala_attr):
+def test_each_legacy_key_reaches_the_algorithm_config(old_key, value, new_key, impala_attr):
     notes: list[str] = []
     translated = cfg.translate({old_key: value}, "--config", notes)
     assert translated == {new_key: value}
     assert len(notes) == 1 and old_key in notes[0] and new_key in notes[0]
     train_config = cfg.build_config([translated])
-    algo = impala_config(job_for(**train_config.model_dump()))
+    algo = algorithm_config(job_for(**train_config.model_dump()))
     assert getattr(algo, impala_attr) == value
 
 
 def test_model_dim_reaches_the_env_and_picks_the_42_pixel_network():
     translated = cfg.translate({"model": {"dim": 42}}, "--config", [])
-    algo = impala_config(job_for(**translated))
+    algo = algorithm_config(job_for(**translated))
     assert algo.env_config["dim"] == 42
     assert algo.rl_module_spec.model_config["conv_filters"] == [
         [16, 4, 2, "same"], [32, 4, 2, "same"], [256, 11, 1, "valid"]]
 
 
 def test_default_pipeline_is_the_vector_env_and_the_wrappers_stay_available():
-    fast = impala_config(job_for())
+    fast = algorithm_config(job_for())
     assert fast.env == "pong_train_ale_vector" and fast.gym_env_vectorize_mode == "vector_entry_point"
     assert fast.rl_module_spec.module_class.__name__ == "Uint8FramesModule"
-    wrappers = impala_config(job_for(vector_env=False))
+    wrappers = algorithm_config(job_for(vector_env=False))
     assert wrappers.env == "pong_train_atari"
 
 
@@ -224,3 +224,29 @@ def test_with_plugins_leaves_the_core_command_as_it_was():
     group = with_plugins(get_plugin_manager(extra_plugins=[Extra()]))
     assert "extra_flag" in [p.name for p in group.params]
     assert ([p.name for p in cli.params], sorted(cli.commands)) == before
+
+
+def test_run_appo_builds_rllibs_appo_with_its_settings(tmp_path):
+    from ray.rllib.algorithms.appo import APPOConfig
+
+    job = resolve(["--run", "appo", "--config", '{"num_gpus": 0, "clip_param": 0.3}'])
+    assert job.run == "APPO" and job.config.clip_param == 0.3
+    assert job.config.circular_buffer_iterations_per_batch == cfg.APPO_DEFAULTS["circular_buffer_iterations_per_batch"]
+    algo = algorithm_config(job.model_copy(update={"config": job.config.model_copy(update={"num_env_runners": 1})}))
+    assert isinstance(algo, APPOConfig) and algo.clip_param == 0.3
+    assert algo.learner_class.__name__ == "BootstrappingAPPOLearner"
+    assert algo.rl_module_spec.module_class.__name__ == "Uint8FramesAPPOModule"
+    assert Job.load(job.save(tmp_path / "job.json"), job.plugin_manager) == job
+
+
+def test_an_appo_setting_under_impala_is_refused_naming_its_algorithm(tmp_path):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["--config", '{"num_gpus": 0, "clip_param": 0.3}'], plugin_manager=get_plugin_manager())
+    assert code == 2
+    assert err.getvalue().strip().count("\n") == 0
+    assert "'clip_param' is an APPO setting and means nothing to IMPALA" in err.getvalue()
+    saved = tmp_path / "job.json"
+    saved.write_text(json.dumps({"backend": "local", "run": "IMPALA", "config": {"clip_param": 0.3}}))
+    with pytest.raises(UsageError, match="is an APPO setting"):
+        Job.load(saved)

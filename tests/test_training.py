@@ -105,3 +105,24 @@ def test_ale_v5_id_trains_and_lost_results_exit_3_keeping_everything_else(storag
     assert list(run_dir.glob("*/checkpoint_*/rllib_checkpoint.json")), "the checkpoint of the run is kept"
     assert f"run directory: {run_dir}" in out.getvalue()
     assert Job.load(run_dir / "job.json").env == "ALE/Pong-v5"
+
+
+def test_appo_smoke_run_trains_checkpoints_and_plays(storage):
+    """--run APPO through the same pipeline: results with the article's names, APPO's learner stats, a
+    checkpoint at the end that `evaluate` plays."""
+    proc = subprocess.run(
+        [pong_train_script(), "--preset", "smoke", "--run", "APPO", "--config", '{"num_gpus": 0}',
+         "--storage-path", str(storage)],
+        capture_output=True, text=True, timeout=400,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [run_dir] = run_dirs(storage)
+    assert json.loads((run_dir / "job.json").read_text())["run"] == "APPO"
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    assert rows[-1]["episodes_total"] >= 1 and -21 <= rows[-1]["episode_reward_mean"] <= 21
+    trained = [row for row in rows if row.get("learners/default_policy/mean_IS") is not None]
+    assert trained and all(math.isfinite(row["learners/default_policy/mean_vf_loss"]) for row in trained)
+    played = subprocess.run([pong_train_script(), "evaluate", str(run_dir), "--episodes", "1", "--seed", "1"],
+                            capture_output=True, text=True, timeout=300)
+    assert played.returncode == 0, played.stderr[-3000:]
+    assert "return" in played.stdout.lower()

@@ -34,8 +34,8 @@ PLUGIN_ATTR = "pong_train_plugin"
 
 @click.group(invoke_without_command=True, epilog=EXAMPLES,
              context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--run", default="IMPALA", show_default=True, type=click.Choice(["IMPALA"], case_sensitive=False),
-              help="RLlib algorithm.")
+@click.option("--run", default="IMPALA", show_default=True, type=click.Choice(cfg.ALGORITHMS, case_sensitive=False),
+              help="RLlib algorithm: IMPALA (the article's) or APPO (IMPALA with PPO's clipped, reused updates).")
 @click.option("--env", default="PongNoFrameskip-v4", show_default=True,
               help="ALE environment id (PongNoFrameskip-v4, ALE/Pong-v5, any ALE game).")
 @click.option("--config", "config_json", metavar="JSON",
@@ -67,7 +67,7 @@ PLUGIN_ATTR = "pong_train_plugin"
 @click.version_option(__version__, "--version", prog_name="pong-train")
 @click.pass_context
 def cli(ctx: click.Context, **params: Any) -> int | None:
-    """Train an IMPALA agent on Atari Pong with Ray RLlib.
+    """Train an IMPALA (or APPO) agent on Atari Pong with Ray RLlib.
 
     With no subcommand, trains: on an embedded Ray cluster (default), an existing one
     (--ray-address), or wherever --backend sends the job.
@@ -129,7 +129,7 @@ def build_job(plugins: Any, params: dict[str, Any], plugin_options: dict[str, An
         layers.append(cfg.translate(data, f"--config-file {params['config_file']}", notes))
     if params["config_json"] is not None:
         layers.append(cfg.translate(cfg.parse_json_arg(params["config_json"], "--config"), "--config", notes))
-    train_config = cfg.build_config(layers)
+    train_config = cfg.build_config(layers, params["run"])
     stop = stop_criteria(params["stop_json"], file_stop, preset)
     validate_env_id(params["env"])
     if params["ray_address"] is not None:
