@@ -24,14 +24,15 @@ def ale_env_ids() -> list[str]:
     return sorted(env_id for env_id, spec in gym.registry.items() if str(spec.entry_point).startswith("ale_py"))
 
 
-def validate_env_id(env_id: str) -> None:
-    """Fail before Ray starts unless `env_id` is a registered ALE game (PongNoFrameskip-v4, ALE/Pong-v5, ...)."""
+def validate_env_id(env_id: str, field: str = "--env") -> None:
+    """Fail before Ray starts unless `env_id` is a registered ALE game (PongNoFrameskip-v4, ALE/Pong-v5, ...);
+    the error names `field` (the flag, or the job file's key)."""
     known = ale_env_ids()
     if env_id in known:
         return
     match = closest(env_id, known, cutoff=0.6)
     hint = f"; did you mean '{match}'?" if match else "; try PongNoFrameskip-v4 or ALE/Pong-v5"
-    raise UsageError(f"--env: '{env_id}' is not an Atari (ALE) environment id{hint}")
+    raise UsageError(f"{field}: '{env_id}' is not an Atari (ALE) environment id{hint}")
 
 
 def make_env(env_config: dict[str, Any]) -> gym.Env:

@@ -14,13 +14,13 @@ from pong_train.errors import UsageError
 MIN_SHARED_MEMORY = 1 << 30
 
 
-def validate_address(address: str) -> tuple[str, int] | None:
-    """HOST:PORT of a Ray cluster (None for 'auto'); anything else is refused."""
+def validate_address(address: str, field: str = "--ray-address") -> tuple[str, int] | None:
+    """HOST:PORT of a Ray cluster (None for 'auto'); anything else is refused, naming `field`."""
     if address == "auto":
         return None
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536 or any(c.isspace() for c in host):
-        raise UsageError(f"--ray-address '{address}' is not HOST:PORT (for example 127.0.0.1:6379) or 'auto'")
+        raise UsageError(f"{field} '{address}' is not HOST:PORT (for example 127.0.0.1:6379) or 'auto'")
     return host, int(port)
 
 

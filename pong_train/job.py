@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pong_train.atari import validate_env_id
+from pong_train.cluster import validate_address
 from pong_train.config import TrainConfig, check_algorithm_keys
 from pong_train.errors import UsageError
+from pong_train.metrics import validate_stop
 
 JOB_FILE = "job.json"
 """The job as the run directory keeps it: what `--resume` and a remote backend read back (`--job FILE`)."""
@@ -72,6 +76,34 @@ class Job(BaseModel):
     plugin_manager: Any = Field(default=None, exclude=True, repr=False)
     """The plugin manager (`pong_train.plugins.PluginManager`) the job was made with; not saved."""
 
+    # The same checks as the command line's, so a job file (--job, --resume, a cloud node) is refused alike.
+    @field_validator("env")
+    @classmethod
+    def _known_env(cls, env: str) -> str:
+        try:
+            validate_env_id(env, field="env")
+        except UsageError as err:
+            raise ValueError(str(err)) from None
+        return env
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _known_stop_metrics(cls, stop: Any) -> dict[str, float]:
+        try:
+            return validate_stop(stop, field="stop")
+        except UsageError as err:
+            raise ValueError(str(err)) from None
+
+    @field_validator("ray_address")
+    @classmethod
+    def _address_form(cls, address: Optional[str]) -> Optional[str]:
+        if address is not None:
+            try:
+                validate_address(address, field="ray_address")
+            except UsageError as err:
+                raise ValueError(str(err)) from None
+        return address
+
     @model_validator(mode="after")
     def _settings_fit_the_algorithm(self) -> "Job":
         try:
@@ -100,9 +132,22 @@ class Job(BaseModel):
         except OSError as err:
             raise UsageError(f"{path}: cannot read the job file ({err.strerror})") from None
         except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "the file"
-            raise UsageError(f"{path}: not a pong-train job file ({where}: {first['msg']})") from None
+            raise UsageError(f"{path}: {validation_message(err)}") from None
+
+
+def validation_message(err: ValidationError) -> str:
+    """The first error of a job that failed validation, as one line naming its field."""
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "value_error":  # the job's own checks already name the field
+        return first["msg"].removeprefix("Value error, ")
+    if first["type"] == "json_invalid":
+        return f"not a pong-train job file (not valid JSON: {first['msg'].removeprefix('Invalid JSON: ')})"
+    if first["type"] == "extra_forbidden":
+        return f"{where}: not a field of a pong-train job"
+    if first["type"] == "missing":
+        return f"{where}: missing (a pong-train job file names at least its backend)"
+    return f"{where or 'the file'}: {first['msg']} (got {json.dumps(first.get('input'), default=str)[:80]})"
 
 
 @dataclasses.dataclass

@@ -39,18 +39,21 @@ STOP_METRICS: tuple[str, ...] = tuple(ALIASES) + RESULT_PATHS
 CARRIED_OVER = ("episode_reward_mean", "episode_reward_max", "episode_reward_min", "episode_len_mean")
 
 
-def validate_stop(stop: dict[str, Any]) -> dict[str, float]:
-    """Check stop criteria before Ray starts: known metric names and numeric thresholds."""
+def validate_stop(stop: Any, field: str = "--stop") -> dict[str, float]:
+    """Check stop criteria before Ray starts: a mapping of known metric names to numeric thresholds; the error
+    names `field` (the flag, or the job file's key)."""
+    if not isinstance(stop, dict):
+        raise UsageError(f"{field}: must be a mapping of metric name to threshold, got {stop!r}")
     checked: dict[str, float] = {}
     for name, threshold in stop.items():
         if not isinstance(name, str):
-            raise UsageError(f"--stop: metric names must be strings, got {name!r}")
+            raise UsageError(f"{field}: metric names must be strings, got {name!r}")
         if name not in STOP_METRICS:
             match = closest(name, STOP_METRICS)
             hint = f"did you mean '{match}'?" if match else "known: " + ", ".join(STOP_METRICS)
-            raise UsageError(f"--stop: unknown metric '{name}'; {hint}")
+            raise UsageError(f"{field}: unknown metric '{name}'; {hint}")
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
-            raise UsageError(f"--stop: threshold for '{name}' must be a finite number, got {threshold!r}")
+            raise UsageError(f"{field}: threshold for '{name}' must be a finite number, got {threshold!r}")
         checked[name] = float(threshold)
     return checked
 

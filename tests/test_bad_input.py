@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -116,3 +118,36 @@ def test_unwritable_storage_path(tmp_path):
 def test_debug_shows_the_traceback(storage):
     proc = run_cli("--debug", "--config", '{"num_workrs": 1}', "--storage-path", str(storage))
     assert proc.returncode == 2 and "Traceback" in proc.stderr and "num_workrs" in proc.stderr
+
+
+SAVED_JOB_FAULTS = [
+    ({"stop": {"episode_reward_maen": 18}}, ["stop", "episode_reward_maen", "did you mean 'episode_reward_mean'"]),
+    ({"env": "PongNoFrameskip-v9"}, ["env", "'PongNoFrameskip-v9' is not an Atari", "did you mean 'PongNoFrameskip-v4'"]),
+    ({"config": {"lr": "fast"}}, ["config.lr", "valid number", "fast"]),
+]
+
+
+@pytest.mark.parametrize("fault, fragments", SAVED_JOB_FAULTS, ids=["stop-metric", "env-id", "type"])
+def test_a_saved_job_is_checked_as_the_command_line_is(tmp_path, fault, fragments):
+    """--job FILE, --resume DIR and an Azure ML node's own command read a job.json: each refuses a bad one in the
+    same one line, naming the field, before anything starts."""
+    from pong_train.job import Job
+    from pong_train_azureml.options import RUNS_FOLDER_FLAG
+
+    def spoiled(job: Job, path) -> str:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = job.model_dump(mode="json")
+        for key, value in fault.items():
+            data[key] = {**data[key], **value} if isinstance(value, dict) and key == "config" else value
+        path.write_text(json.dumps(data))
+        return str(path)
+
+    local = Job(backend="local", stop={"timesteps_total": 1000}, storage_path=tmp_path / "runs")
+    run_dir = tmp_path / "runs" / "earlier_run"
+    node = Job(backend="azureml", stop={"timesteps_total": 1000}, storage_path=Path("runs"),
+               options={"azureml_in_job": "ray", "instance_count": 1})
+    for args in (["--job", spoiled(local, tmp_path / "job.json")],
+                 ["--resume", str(Path(spoiled(local, run_dir / "job.json")).parent)],
+                 ["--job", spoiled(node, tmp_path / "node" / "job.json"), RUNS_FOLDER_FLAG, str(tmp_path / "out")]):
+        assert_one_line_error(run_cli(*args, timeout=60), *fragments)
+    assert not (tmp_path / "out").exists() and [p.name for p in (tmp_path / "runs").iterdir()] == ["earlier_run"]

@@ -179,7 +179,7 @@ def test_the_loaded_job_equals_the_built_one_exactly(tmp_path):
 def test_a_job_file_that_is_not_a_job_is_bad_input(tmp_path):
     not_a_job = tmp_path / "job.json"
     not_a_job.write_text('{"backend": "local", "lr": 1}')
-    with pytest.raises(UsageError, match="not a pong-train job file"):
+    with pytest.raises(UsageError, match="lr: not a field of a pong-train job"):
         Job.load(not_a_job)
     with pytest.raises(UsageError, match="cannot read the job file"):
         Job.load(tmp_path / "missing.json")
