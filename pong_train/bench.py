@@ -1,5 +1,6 @@
-"""`pong-train bench`: the emulator's limit, the sampling path, stock RLlib IMPALA and the default pipeline,
-measured side by side on this machine, repeated, reported as medians and ratios."""
+"""`pong-train bench`: the emulator's limit, the sampling path, stock RLlib IMPALA and pong-train's IMPALA and
+APPO, measured side by side on this machine, repeated, reported as medians and ratios, with how busy each side
+(the learner's process, the env runners) kept its core."""
 
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ import numpy as np
 
 from pong_train import atari
 from pong_train.cluster import connect
-from pong_train.config import TrainConfig
+from pong_train.config import TrainConfig, build_config
 from pong_train.job import Job
-from pong_train.rllib_config import algorithm_config, register_envs
+from pong_train.rllib_config import algorithm_config, cpu_seconds, register_envs
 
 FRAMESKIP = 4
 
@@ -88,11 +89,11 @@ def emulator_limit(settings: BenchSettings) -> dict[str, float]:
     return {"steps_per_s": steps / elapsed, "frames_per_s": steps * FRAMESKIP / elapsed}
 
 
-def default_job(settings: BenchSettings, num_env_runners: int) -> Job:
-    """(d) pong-train's default pipeline: the default TrainConfig, at the bench's size."""
-    config = TrainConfig(num_env_runners=num_env_runners, num_envs_per_env_runner=settings.envs_per_runner,
-                         min_time_s_per_iteration=5)
-    return Job(backend="local", env=settings.env, config=config)
+def default_job(settings: BenchSettings, num_env_runners: int, run: str = "IMPALA") -> Job:
+    """(d) pong-train's default pipeline, (e) the same with --run APPO: the defaults, at the bench's size."""
+    config = build_config([{"num_env_runners": num_env_runners, "num_envs_per_env_runner": settings.envs_per_runner,
+                            "min_time_s_per_iteration": 5}], run)
+    return Job(backend="local", run=run, env=settings.env, config=config)
 
 
 def sampling_path(settings: BenchSettings) -> dict[str, float]:
@@ -153,8 +154,14 @@ def stock_config(settings: BenchSettings) -> Any:
     )
 
 
+def env_runners_cpu_s(algo: Any) -> list[float]:
+    """CPU seconds used so far by each remote env runner's process."""
+    return algo.env_runner_group.foreach_env_runner(lambda _runner: cpu_seconds(), local_env_runner=False)
+
+
 def end_to_end(settings: BenchSettings, make_config: Callable[[], Any]) -> dict[str, float]:
-    """Build the algorithm, train for `settings.seconds` after a warm-up, count env steps and trained steps."""
+    """Build the algorithm, train for `settings.seconds` after a warm-up, count env steps and trained steps, and
+    the CPU share of each side: the algorithm's process (where the learner trains) and the env runners'."""
     with embedded_cluster(settings):
         algo = make_config().build_algo()
         try:
@@ -162,6 +169,7 @@ def end_to_end(settings: BenchSettings, make_config: Callable[[], Any]) -> dict[
                 return float(result["env_runners"].get("num_env_steps_sampled_lifetime", 0))
 
             first = algo.train()
+            learner_cpu, runners_cpu = cpu_seconds(), env_runners_cpu_s(algo)
             started, peak = time.perf_counter(), session_rss_mb()
             last, iterations = first, 0
             # At least the asked-for time and two iterations that sampled something (at most 20 iterations).
@@ -171,6 +179,8 @@ def end_to_end(settings: BenchSettings, make_config: Callable[[], Any]) -> dict[
                 iterations += 1
                 peak = max(peak, session_rss_mb())
             elapsed = time.perf_counter() - started
+            learner_busy = (cpu_seconds() - learner_cpu) / elapsed
+            runners_busy = [(now - before) / elapsed for now, before in zip(env_runners_cpu_s(algo), runners_cpu)]
 
             def trained(result: dict) -> float:
                 return float(result.get("learners", {}).get("__all_modules__", {}).get(
@@ -178,7 +188,8 @@ def end_to_end(settings: BenchSettings, make_config: Callable[[], Any]) -> dict[
 
             steps = sampled(last) - sampled(first)
             return {"steps_per_s": steps / elapsed, "frames_per_s": steps * FRAMESKIP / elapsed,
-                    "trained_steps_per_s": (trained(last) - trained(first)) / elapsed, "peak_rss_mb": peak}
+                    "trained_steps_per_s": (trained(last) - trained(first)) / elapsed, "peak_rss_mb": peak,
+                    "learner_busy": learner_busy, "env_runners_busy": statistics.mean(runners_busy)}
         finally:
             algo.stop()
 
@@ -188,7 +199,7 @@ def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
 
 
 def run_bench(settings: BenchSettings, out_dir: Path, say: Callable[[str], None] = print) -> dict[str, Any]:
-    measured: dict[str, list[dict[str, float]]] = {"limit": [], "sampling": [], "stock": [], "default": []}
+    measured: dict[str, list[dict[str, float]]] = {"limit": [], "sampling": [], "stock": [], "default": [], "appo": []}
     for repeat in range(settings.repeats):
         say(f"repeat {repeat + 1}/{settings.repeats}")
         # Interleaved, so that noise from the rest of the machine falls on every measurement alike.
@@ -197,6 +208,8 @@ def run_bench(settings: BenchSettings, out_dir: Path, say: Callable[[str], None]
         measured["stock"].append(end_to_end(settings, lambda: stock_config(settings)))
         measured["default"].append(end_to_end(
             settings, lambda: algorithm_config(default_job(settings, spare_cores(settings)))))
+        measured["appo"].append(end_to_end(
+            settings, lambda: algorithm_config(default_job(settings, spare_cores(settings), "APPO"))))
         for name, runs in measured.items():
             say(f"  {name:<9} {runs[-1]['steps_per_s']:>9,.0f} agent steps/s  {runs[-1]['frames_per_s']:>9,.0f} frames/s")
     medians = {name: median_of(runs) for name, runs in measured.items()}
@@ -208,7 +221,10 @@ def run_bench(settings: BenchSettings, out_dir: Path, say: Callable[[str], None]
         "stock_steps_per_s": medians["stock"]["steps_per_s"],
         "sampling_steps_per_s": medians["sampling"]["steps_per_s"],
         "limit_frames_per_s": medians["limit"]["frames_per_s"],
+        "appo_steps_per_s": medians["appo"]["steps_per_s"],
         "peak_rss_mb": {name: m.get("peak_rss_mb") for name, m in medians.items() if "peak_rss_mb" in m},
+        "busy": {name: {"learner": m["learner_busy"], "env_runners": m["env_runners_busy"]}
+                 for name, m in medians.items() if "learner_busy" in m},
         "medians": medians,
         "runs": measured,
         "settings": dataclasses.asdict(settings),
@@ -219,18 +235,20 @@ def run_bench(settings: BenchSettings, out_dir: Path, say: Callable[[str], None]
     return report
 
 
+LABELS = {"limit": "(a) emulator limit", "sampling": "(b) sampling path", "stock": "(c) stock RLlib IMPALA",
+          "default": "(d) pong-train IMPALA", "appo": "(e) pong-train APPO"}
+
+
 def chart(medians: dict[str, dict[str, float]], out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = {"limit": "(a) emulator limit", "sampling": "(b) sampling path", "stock": "(c) stock RLlib IMPALA",
-              "default": "(d) pong-train default"}
-    fig, axes = plt.subplots(figsize=(8, 3.5))
-    names = list(labels)
+    names = list(LABELS)
+    fig, axes = plt.subplots(figsize=(8, 4))
     values = [medians[n]["frames_per_s"] for n in names]
-    axes.barh([labels[n] for n in names], values, color=["grey", "tab:blue", "tab:red", "tab:green"])
+    axes.barh([LABELS[n] for n in names], values, color=["grey", "tab:blue", "tab:red", "tab:green", "tab:olive"])
     for y, value in enumerate(values):
         axes.text(value, y, f" {value:,.0f}", va="center")
     axes.set_xlabel("emulator frames per second (agent steps x 4), median")
@@ -242,13 +260,15 @@ def chart(medians: dict[str, dict[str, float]], out: Path) -> None:
 
 def table(report: dict[str, Any]) -> str:
     m = report["medians"]
-    lines = [f"{'':<28}{'agent steps/s':>15}{'frames/s':>12}{'peak RSS MB':>13}"]
-    for name, label in (("limit", "(a) emulator limit"), ("sampling", "(b) sampling path"),
-                        ("stock", "(c) stock RLlib IMPALA"), ("default", "(d) pong-train default")):
-        rss = m[name].get("peak_rss_mb")
+    lines = [f"{'':<28}{'agent steps/s':>15}{'frames/s':>12}{'peak RSS MB':>13}{'learner busy':>14}"
+             f"{'env runner busy':>17}"]
+    for name, label in LABELS.items():
+        rss, learner, runners = (m[name].get(key) for key in ("peak_rss_mb", "learner_busy", "env_runners_busy"))
         lines.append(f"{label:<28}{m[name]['steps_per_s']:>15,.0f}{m[name]['frames_per_s']:>12,.0f}"
-                     f"{'' if rss is None else f'{rss:,.0f}':>13}")
+                     f"{'' if rss is None else f'{rss:,.0f}':>13}{'' if learner is None else f'{learner:.2f}':>14}"
+                     f"{'' if runners is None else f'{runners:.2f}':>17}")
     lines.append(f"(d)/(c) end to end vs stock:      {report['ratio_vs_stock']:.2f}x")
     lines.append(f"(b)/(a) sampling vs the limit:    {report['sampling_fraction_of_limit']:.2f}")
     lines.append(f"(d)/(a) end to end vs the limit:  {report['end_to_end_fraction_of_limit']:.2f}")
+    lines.append("busy: CPU time per wall second of the learner's process and of each env runner (1.00 = one core)")
     return "\n".join(lines)

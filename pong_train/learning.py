@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -93,6 +94,14 @@ def memory(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return report
 
 
+def cpu_share(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Median CPU share (CPU time per wall second) of each process over the run's results."""
+    processes = sorted({k.split("/", 1)[1] for row in rows for k in row if k.startswith("cpu_share/")})
+    shares = {proc: [r[f"cpu_share/{proc}"] for r in rows if r.get(f"cpu_share/{proc}") is not None]
+              for proc in processes}
+    return {proc: statistics.median(values) for proc, values in shares.items() if values}
+
+
 def summarize(name: str, config: dict[str, Any], seed: int, run_dir: Path) -> dict[str, Any]:
     rows = read_metrics(run_dir / METRICS_FILE)
     if not rows:
@@ -103,6 +112,7 @@ def summarize(name: str, config: dict[str, Any], seed: int, run_dir: Path) -> di
         "final_reward": rows[-1].get("episode_reward_mean"),
         "milestones": {str(level): first_crossing(rows, level) for level in MILESTONES},
         "memory_mb": memory(rows),
+        "cpu_share": cpu_share(rows),
         "curve": [{"steps": r["timesteps_total"], "time_s": r["time_total_s"],
                    "reward": r.get("episode_reward_mean"),
                    "entropy": r.get("learners/default_policy/entropy")} for r in rows],
@@ -167,13 +177,18 @@ def chart(report: dict[str, Any], out: Path) -> Path:
 def table(report: dict[str, Any]) -> str:
     head = f"{'setting':<24}{'seed':>5}{'steps':>11}{'minutes':>9}{'final':>8}" + "".join(
         f"{'>= ' + format(level, 'g'):>14}" for level in MILESTONES)
-    lines = [head + "   (first crossing: M steps / minutes)"]
+    head += f"{'busy L/E':>11}"
+    lines = [head + "   (first crossing: M steps / minutes; busy: learner / env runners' CPU share)"]
     for run in report["runs"]:
         cells = []
         for level in MILESTONES:
             hit = run["milestones"][str(level)]
             cells.append(f"{hit['steps'] / 1e6:.2f}M/{hit['time_s'] / 60:.0f}m" if hit else "-")
         final = run["final_reward"]
+        share = run.get("cpu_share", {})
+        runners = [v for k, v in share.items() if k.startswith("env_runner")]
+        busy = f"{share['learner']:.2f}/{statistics.mean(runners):.2f}" if "learner" in share and runners else "-"
         lines.append(f"{run['setting']:<24}{run['seed']:>5}{run['steps']:>11,.0f}{run['time_s'] / 60:>9.1f}"
-                     f"{'-' if final is None else format(final, '.1f'):>8}" + "".join(f"{c:>14}" for c in cells))
+                     f"{'-' if final is None else format(final, '.1f'):>8}" + "".join(f"{c:>14}" for c in cells)
+                     + f"{busy:>11}")
     return "\n".join(lines)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from typing import Any
 
 from pong_train import atari
@@ -138,14 +139,49 @@ def rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
+def cpu_seconds() -> float:
+    """CPU time the calling process has used so far (all its threads, user and system), in seconds."""
+    import psutil
+
+    used = psutil.Process().cpu_times()
+    return used.user + used.system
+
+
+def process_use(_runner: Any = None) -> tuple[float, float]:
+    """(resident MiB, CPU seconds so far) of the calling process."""
+    return rss_mb(), cpu_seconds()
+
+
+class CpuShare:
+    """Each process's CPU time per wall second between successive results: 1.0 is one core kept busy.
+
+    Shows which side waits: on 2 cores, a learner near 1 with env runners well under 1 is learner-bound."""
+
+    def __init__(self) -> None:
+        self._last: tuple[float, dict[str, float]] | None = None
+
+    def shares(self, cpu_s: dict[str, float]) -> dict[str, float]:
+        now = time.monotonic()
+        last, self._last = self._last, (now, cpu_s)
+        if last is None or now <= last[0]:
+            return {}
+        # A replaced env runner is a new process whose clock restarted: no share for it this time.
+        return {name: (used - last[1][name]) / (now - last[0])
+                for name, used in cpu_s.items() if name in last[1] and used >= last[1][name]}
+
+
 def on_train_result(algorithm: Any, result: dict, **_: Any) -> None:
     """Runs in the algorithm's process: the article's metric names join RLlib's in every result, so Tune's
-    files and TensorBoard carry both; so does the memory of the learner's and each env runner's process."""
+    files and TensorBoard carry both; so do the memory and CPU share of the learner's and each env runner's
+    process."""
     rows = algorithm.__dict__.setdefault("_pong_train_rows", ResultRows())
     row = rows.row(result)
     result.update({alias: row[alias] for alias in ALIASES if row[alias] is not None})
     result["placement"] = getattr(algorithm, "_pong_train_placement", {})
     group = algorithm.env_runner_group
-    runners = group.foreach_env_runner(lambda _runner: rss_mb(), local_env_runner=False,
+    runners = group.foreach_env_runner(process_use, local_env_runner=False,
                                        timeout_seconds=10) if group.num_remote_env_runners() else []
-    result["rss_mb"] = {"learner": rss_mb(), **{f"env_runner_{i}": mb for i, mb in enumerate(runners, 1)}}
+    used = {"learner": process_use(), **{f"env_runner_{i}": use for i, use in enumerate(runners, 1)}}
+    result["rss_mb"] = {name: mb for name, (mb, _) in used.items()}
+    share = algorithm.__dict__.setdefault("_pong_train_cpu_share", CpuShare())
+    result["cpu_share"] = share.shares({name: cpu for name, (_, cpu) in used.items()})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -32,13 +33,17 @@ def test_tiny_bench_reports_every_figure_and_writes_its_files(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     for key in ("ratio_vs_stock", "sampling_fraction_of_limit", "end_to_end_steps_per_s", "stock_steps_per_s",
-                "limit_frames_per_s"):
+                "appo_steps_per_s", "limit_frames_per_s"):
         assert report[key] > 0, key
+    # Each side's CPU share: measured from the processes' CPU clocks, so above zero and at most the cores there are.
+    assert set(report["busy"]) == {"stock", "default", "appo"}
+    for sides in report["busy"].values():
+        assert 0 < sides["learner"] <= os.cpu_count() + 0.2 and 0 < sides["env_runners"] <= os.cpu_count() + 0.2
     assert report["end_to_end_steps_per_s"] / report["stock_steps_per_s"] == pytest.approx(report["ratio_vs_stock"])
     saved = json.loads((tmp_path / report["out_dir"].split("/")[-1] / "bench.json").read_text())
     assert saved["ratio_vs_stock"] == report["ratio_vs_stock"] and len(saved["runs"]["stock"]) == 1
     assert (tmp_path / report["out_dir"].split("/")[-1] / "bench.png").stat().st_size > 1000
-    assert "(d)/(c) end to end vs stock" in proc.stdout
+    assert "(d)/(c) end to end vs stock" in proc.stdout and "(e) pong-train APPO" in proc.stdout
 
 
 @pytest.mark.slow
@@ -56,6 +61,7 @@ def test_learning_bench_trains_each_setting_and_reports_curves_milestones_and_me
         assert run["steps"] >= 4000 and run["curve"], run["setting"]
         assert set(run["milestones"]) == {"-15.0", "0.0", "10.0", "18.0"}
         assert {"driver", "learner", "env_runner_1"} <= set(run["memory_mb"])
+        assert {"learner", "env_runner_1"} <= set(run["cpu_share"]) and run["cpu_share"]["env_runner_1"] > 0
         assert all(entry["peak"] > 50 for entry in run["memory_mb"].values())
     assert report["runs"][1]["config"] == {"minibatch_size": 100}
     assert (out_dir / "learning.png").stat().st_size > 1000

@@ -82,3 +82,15 @@ def test_numpy_scalars_count_as_numbers():
     row = ResultRows().row(rllib_result(1, np.int64(3), np.int64(900), np.float32(-20.5)))
     assert row["episode_reward_mean"] == -20.5 and type(row["episode_reward_mean"]) is float
     assert row["episodes_total"] == 3 and type(row["episodes_total"]) is int
+
+
+def test_cpu_share_is_cpu_time_per_wall_second_and_skips_a_restarted_process():
+    import time
+
+    from pong_train.rllib_config import CpuShare
+
+    share = CpuShare()
+    assert share.shares({"learner": 10.0, "env_runner_1": 5.0}) == {}  # nothing to compare with yet
+    time.sleep(0.2)
+    shares = share.shares({"learner": 10.2, "env_runner_1": 0.1})  # env runner 1 was replaced: its clock restarted
+    assert set(shares) == {"learner"} and 0.5 < shares["learner"] <= 1.0

@@ -20,7 +20,7 @@ import click
 @click.option("--learning", is_flag=True,
               help="Learning instead of speed: train each --setting for --steps agent steps, one at a time.")
 @click.option("--setting", "setting_texts", multiple=True, metavar="NAME[=JSON]",
-              help="With --learning: a named setting (default, python-wrappers, rllib-loss) or NAME=JSON "
+              help="With --learning: a named setting (default, python-wrappers, rllib-loss, appo) or NAME=JSON "
                    "with config keys; repeatable [default: default and python-wrappers, the parity test].")
 @click.option("--steps", default=2_000_000, show_default=True, type=click.IntRange(min=1),
               help="With --learning: agent steps each run trains.")
@@ -30,8 +30,9 @@ import click
               help="With --learning: runs of each setting, seeded 1..N.")
 def bench(seconds: float, repeats: int, tiny: bool, storage_path: Path, as_json: bool, learning: bool,
           setting_texts: tuple[str, ...], steps: int, minutes: float | None, seeds: int) -> None:
-    """Measure speed (the emulator limit, the sampling path, stock RLlib IMPALA and the default
-    pipeline) or, with --learning, how fast settings learn per agent step and per minute."""
+    """Measure speed (the emulator limit, the sampling path, stock RLlib IMPALA, pong-train's IMPALA
+    and APPO, and how busy each keeps the learner's and the env runners' cores) or, with --learning, how
+    fast settings learn per agent step and per minute."""
     from pong_train.bench import BenchSettings, run_bench, table
     from pong_train.rundir import check_storage
 
@@ -60,6 +61,6 @@ def bench(seconds: float, repeats: int, tiny: bool, storage_path: Path, as_json:
     click.echo(f"written: {out_dir / 'bench.json'}, {out_dir / 'bench.png'}")
     if as_json:
         keys = ("ratio_vs_stock", "sampling_fraction_of_limit", "end_to_end_fraction_of_limit",
-                "end_to_end_steps_per_s", "stock_steps_per_s", "sampling_steps_per_s", "limit_frames_per_s",
-                "peak_rss_mb")
+                "end_to_end_steps_per_s", "stock_steps_per_s", "appo_steps_per_s", "sampling_steps_per_s",
+                "limit_frames_per_s", "peak_rss_mb", "busy")
         click.echo(json.dumps({k: report[k] for k in keys} | {"out_dir": str(out_dir)}))
