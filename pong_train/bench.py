@@ -18,7 +18,6 @@ import numpy as np
 from pong_train import atari
 from pong_train.cluster import connect
 from pong_train.config import TrainConfig, build_config
-from pong_train.job import Job
 from pong_train.rllib_config import algorithm_config, cpu_seconds, register_envs
 
 FRAMESKIP = 4
@@ -89,11 +88,11 @@ def emulator_limit(settings: BenchSettings) -> dict[str, float]:
     return {"steps_per_s": steps / elapsed, "frames_per_s": steps * FRAMESKIP / elapsed}
 
 
-def default_job(settings: BenchSettings, num_env_runners: int, run: str = "IMPALA") -> Job:
+def default_config(settings: BenchSettings, num_env_runners: int, run: str = "IMPALA") -> Any:
     """(d) pong-train's default pipeline, (e) the same with --run APPO: the defaults, at the bench's size."""
     config = build_config([{"num_env_runners": num_env_runners, "num_envs_per_env_runner": settings.envs_per_runner,
                             "min_time_s_per_iteration": 5}], run)
-    return Job(backend="local", run=run, env=settings.env, config=config)
+    return algorithm_config(config, settings.env, run)
 
 
 def sampling_path(settings: BenchSettings) -> dict[str, float]:
@@ -101,7 +100,7 @@ def sampling_path(settings: BenchSettings) -> dict[str, float]:
     from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 
     with embedded_cluster(settings) as ray:
-        config = algorithm_config(default_job(settings, settings.cores))
+        config = default_config(settings, settings.cores)
         runner_cls = ray.remote(num_cpus=1)(SingleAgentEnvRunner)
         runners = [runner_cls.remote(config=config, worker_index=i + 1) for i in range(settings.cores)]
         chunk = settings.envs_per_runner * 50
@@ -121,7 +120,7 @@ RLLIB_DEFAULT_FIELDS = ("train_batch_size_per_learner", "num_epochs", "lr", "gam
                         "num_gpu_loader_threads", "num_cpus_per_env_runner", "restart_failed_env_runners", "seed")
 
 
-def stock_job(settings: BenchSettings) -> Job:
+def stock_train_config(settings: BenchSettings) -> TrainConfig:
     """(c) RLlib IMPALA as it comes: RLlib's Atari wrapper, loss and default network for 42-pixel frames, the
     article's settings (fragments of 50, one env runner per spare core) and RLlib's other defaults."""
     from ray.rllib.algorithms.impala import IMPALAConfig
@@ -129,7 +128,7 @@ def stock_job(settings: BenchSettings) -> Job:
     from ray.rllib.models.utils import get_filter_config
 
     rllib = IMPALAConfig()
-    config = TrainConfig(
+    return TrainConfig(
         **{name: getattr(rllib, name) for name in RLLIB_DEFAULT_FIELDS},
         num_env_runners=spare_cores(settings), num_envs_per_env_runner=16, rollout_fragment_length=50,
         num_learners=0, dim=42, framestack=4, frameskip=FRAMESKIP, clip_rewards=True,
@@ -140,13 +139,12 @@ def stock_job(settings: BenchSettings) -> Job:
         head_fcnet_hiddens=DefaultModelConfig().head_fcnet_hiddens, vf_share_layers=True,
         min_time_s_per_iteration=5,
     )
-    return Job(backend="local", env=settings.env, config=config)
 
 
 def stock_config(settings: BenchSettings) -> Any:
-    """The core's IMPALAConfig for `stock_job`, less what the core adds whatever the TrainConfig."""
+    """The core's IMPALAConfig for `stock_train_config`, less what the core adds whatever the TrainConfig."""
     return (
-        algorithm_config(stock_job(settings))
+        algorithm_config(stock_train_config(settings), settings.env)
         # The core always samples on the driver while every env runner is being replaced; stock RLlib does not.
         .env_runners(create_env_on_local_worker=False)
         # The core's callbacks pin the learner's torch to one thread and collect memory; stock RLlib has none.
@@ -207,9 +205,9 @@ def run_bench(settings: BenchSettings, out_dir: Path, say: Callable[[str], None]
         measured["sampling"].append(sampling_path(settings))
         measured["stock"].append(end_to_end(settings, lambda: stock_config(settings)))
         measured["default"].append(end_to_end(
-            settings, lambda: algorithm_config(default_job(settings, spare_cores(settings)))))
+            settings, lambda: default_config(settings, spare_cores(settings))))
         measured["appo"].append(end_to_end(
-            settings, lambda: algorithm_config(default_job(settings, spare_cores(settings), "APPO"))))
+            settings, lambda: default_config(settings, spare_cores(settings), "APPO")))
         for name, runs in measured.items():
             say(f"  {name:<9} {runs[-1]['steps_per_s']:>9,.0f} agent steps/s  {runs[-1]['frames_per_s']:>9,.0f} frames/s")
     medians = {name: median_of(runs) for name, runs in measured.items()}

@@ -11,7 +11,6 @@ from typing import Any
 from pong_train import atari
 from pong_train.config import APPO_DEFAULTS, TrainConfig
 from pong_train.errors import UsageError
-from pong_train.job import Job
 from pong_train.metrics import ALIASES, ResultRows
 
 
@@ -52,14 +51,13 @@ def appo_settings(c: TrainConfig) -> dict[str, Any]:
     return {key: default if getattr(c, key) is None else getattr(c, key) for key, default in APPO_DEFAULTS.items()}
 
 
-def algorithm_config(job: Job) -> Any:
-    """RLlib's IMPALAConfig or APPOConfig for `job`, whose `config.num_env_runners` is resolved (see
-    cluster.fit_to_cluster)."""
+def algorithm_config(c: TrainConfig, env: str, run: str = "IMPALA") -> Any:
+    """RLlib's IMPALAConfig or APPOConfig (`run`) training on the ALE game `env` with the settings `c`, whose
+    `num_env_runners` is resolved (see cluster.fit_to_cluster)."""
     from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
-    config_class, learner_class, frames_module = algorithm_parts(job.run)
-    c = job.config
+    config_class, learner_class, frames_module = algorithm_parts(run)
     model_config = DefaultModelConfig(
         conv_filters=[list(f) for f in c.conv_filters] if c.conv_filters else default_conv_filters(c.dim),
         head_fcnet_hiddens=list(c.head_fcnet_hiddens),
@@ -74,7 +72,7 @@ def algorithm_config(job: Job) -> Any:
         config_class()
         .environment(
             env_name,
-            env_config={"id": job.env, "dim": c.dim, "framestack": c.framestack, "frameskip": c.frameskip},
+            env_config={"id": env, "dim": c.dim, "framestack": c.framestack, "frameskip": c.frameskip},
             clip_rewards=c.clip_rewards,
         )
         .env_runners(
@@ -102,7 +100,7 @@ def algorithm_config(job: Job) -> Any:
             vf_loss_coeff=c.vf_loss_coeff,
             grad_clip=c.grad_clip,
             num_gpu_loader_threads=c.num_gpu_loader_threads,
-            **(appo_settings(c) if job.run == "APPO" else {}),
+            **(appo_settings(c) if run == "APPO" else {}),
         )
         .rl_module(rl_module_spec=module_spec)
         .reporting(min_time_s_per_iteration=c.min_time_s_per_iteration)

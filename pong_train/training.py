@@ -90,7 +90,7 @@ def tuner(run: Run, monitor: RunMonitor) -> Any:
     """A Tune tuner that trains the run from scratch, or restores it from its latest checkpoint."""
     from ray import tune
 
-    algo_config = algorithm_config(run.job)
+    algo_config = algorithm_config(run.job.config, run.job.env, run.job.run)
     if run.job.resume_dir:
         resume_all = tune.ResumeConfig(
             finished=tune.ResumeConfig.ResumeType.RESUME,

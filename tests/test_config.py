@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-from pathlib import Path
 
 import click
 import pytest
@@ -31,12 +30,11 @@ ARTICLE_SCRIPT_CONFIG = {
 }
 
 
-def job_for(**fields) -> Job:
-    """A job as training sees it: `num_env_runners` resolved (one when the config leaves it to the cluster)."""
+def rllib_config_for(**fields):
+    """The IMPALAConfig training gets: `num_env_runners` resolved (one when the config leaves it to the cluster)."""
     config = cfg.TrainConfig(**fields)
     config = config.model_copy(update={"num_env_runners": 1 if config.num_env_runners is None else config.num_env_runners})
-    return Job(backend="local", run="IMPALA", env="PongNoFrameskip-v4", config=config,
-               stop={"episode_reward_mean": 18}, storage_path=Path("runs"))
+    return algorithm_config(config, "PongNoFrameskip-v4")
 
 
 @pytest.mark.parametrize(
@@ -59,23 +57,23 @@ def test_each_legacy_key_reaches_the_algorithm_config(old_key, value, new_key, i
     assert translated == {new_key: value}
     assert len(notes) == 1 and old_key in notes[0] and new_key in notes[0]
     train_config = cfg.build_config([translated])
-    algo = algorithm_config(job_for(**train_config.model_dump()))
+    algo = rllib_config_for(**train_config.model_dump())
     assert getattr(algo, impala_attr) == value
 
 
 def test_model_dim_reaches_the_env_and_picks_the_42_pixel_network():
     translated = cfg.translate({"model": {"dim": 42}}, "--config", [])
-    algo = algorithm_config(job_for(**translated))
+    algo = rllib_config_for(**translated)
     assert algo.env_config["dim"] == 42
     assert algo.rl_module_spec.model_config["conv_filters"] == [
         [16, 4, 2, "same"], [32, 4, 2, "same"], [256, 11, 1, "valid"]]
 
 
 def test_default_pipeline_is_the_vector_env_and_the_wrappers_stay_available():
-    fast = algorithm_config(job_for())
+    fast = rllib_config_for()
     assert fast.env == "pong_train_ale_vector" and fast.gym_env_vectorize_mode == "vector_entry_point"
     assert fast.rl_module_spec.module_class.__name__ == "Uint8FramesModule"
-    wrappers = algorithm_config(job_for(vector_env=False))
+    wrappers = rllib_config_for(vector_env=False)
     assert wrappers.env == "pong_train_atari"
 
 
@@ -232,7 +230,7 @@ def test_run_appo_builds_rllibs_appo_with_its_settings(tmp_path):
     job = resolve(["--run", "appo", "--config", '{"num_gpus": 0, "clip_param": 0.3}'])
     assert job.run == "APPO" and job.config.clip_param == 0.3
     assert job.config.circular_buffer_iterations_per_batch == cfg.APPO_DEFAULTS["circular_buffer_iterations_per_batch"]
-    algo = algorithm_config(job.model_copy(update={"config": job.config.model_copy(update={"num_env_runners": 1})}))
+    algo = algorithm_config(job.config.model_copy(update={"num_env_runners": 1}), job.env, job.run)
     assert isinstance(algo, APPOConfig) and algo.clip_param == 0.3
     assert algo.learner_class.__name__ == "BootstrappingAPPOLearner"
     assert algo.rl_module_spec.module_class.__name__ == "Uint8FramesAPPOModule"

@@ -74,14 +74,13 @@ def learner_and_runner(vector_env: bool, run: str = "IMPALA", **settings):
     from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 
     from pong_train.config import TrainConfig
-    from pong_train.job import Job
     from pong_train.rllib_config import algorithm_config, register_envs
 
     register_envs()
     # No remote env runners: the runner and the learner are built right here.
     train = TrainConfig(num_env_runners=0, num_envs_per_env_runner=3, rollout_fragment_length=20,
                         vector_env=vector_env, seed=1, **settings)
-    config = algorithm_config(Job(backend="local", run=run, env="PongNoFrameskip-v4", config=train))
+    config = algorithm_config(train, "PongNoFrameskip-v4", run)
     runner = SingleAgentEnvRunner(config=config)
     learner = config.learner_class(config=config, module_spec=config.get_multi_rl_module_spec(env=runner.env))
     learner.build()
