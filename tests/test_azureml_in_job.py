@@ -306,7 +306,7 @@ def test_a_killed_job_continues_when_restarted_and_when_resumed(azure_ray_cluste
 
 SHIPPED = """
 import json, sys, ray
-from pong_train_azureml.in_job import ship_code
+from pong_train_azureml.launch_ray import ship_code
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 ship_code()
 ray.init(address=sys.argv[1], log_to_driver=False)

@@ -9,7 +9,7 @@ import json
 import click
 import pytest
 
-from pong_train import config as cfg, hookimpl
+from pong_train import config as cfg, hookimpl, user_config
 from pong_train.cli import main, with_plugins
 from pong_train.errors import PluginError, UsageError
 from pong_train.job import Job
@@ -53,7 +53,7 @@ def rllib_config_for(**fields):
 )
 def test_each_legacy_key_reaches_the_algorithm_config(old_key, value, new_key, impala_attr):
     notes: list[str] = []
-    translated = cfg.translate({old_key: value}, "--config", notes)
+    translated = user_config.translate({old_key: value}, "--config", notes)
     assert translated == {new_key: value}
     assert len(notes) == 1 and old_key in notes[0] and new_key in notes[0]
     train_config = cfg.build_config([translated])
@@ -62,7 +62,7 @@ def test_each_legacy_key_reaches_the_algorithm_config(old_key, value, new_key, i
 
 
 def test_model_dim_reaches_the_env_and_picks_the_42_pixel_network():
-    translated = cfg.translate({"model": {"dim": 42}}, "--config", [])
+    translated = user_config.translate({"model": {"dim": 42}}, "--config", [])
     algo = rllib_config_for(**translated)
     assert algo.env_config["dim"] == 42
     assert algo.rl_module_spec.model_config["conv_filters"] == [
@@ -79,29 +79,29 @@ def test_default_pipeline_is_the_vector_env_and_the_wrappers_stay_available():
 
 def test_the_article_script_config_translates_completely():
     notes: list[str] = []
-    translated = cfg.translate(ARTICLE_SCRIPT_CONFIG, "config", notes)
+    translated = user_config.translate(ARTICLE_SCRIPT_CONFIG, "config", notes)
     assert len(notes) == len(ARTICLE_SCRIPT_CONFIG)
-    seed_preset = cfg.translate(cfg.PRESETS["seed"]["config"], "preset seed", [])
+    seed_preset = user_config.translate(cfg.PRESETS["seed"]["config"], "preset seed", [])
     assert translated == seed_preset
 
 
 @pytest.mark.parametrize("key", ["callbacks", "sample_async", "replay_proportion", "env", "use_pytorch"])
 def test_keys_with_no_meaning_today_are_rejected_with_a_reason(key):
     with pytest.raises(UsageError, match=f"'{key}' has no meaning in Ray 2.60: .+"):
-        cfg.translate({key: 1}, "--config", [])
+        user_config.translate({key: 1}, "--config", [])
 
 
 @pytest.mark.parametrize("typo, suggestion", [("num_workrs", "num_workers"), ("num_env_runner", "num_env_runners"),
                                               ("entropy_coef", "entropy_coeff")])
 def test_unknown_keys_name_the_closest_valid_key(typo, suggestion):
     with pytest.raises(UsageError, match=f"did you mean '{suggestion}'"):
-        cfg.translate({typo: 1}, "--config", [])
+        user_config.translate({typo: 1}, "--config", [])
 
 
 def test_article_quoted_json_is_accepted_verbatim():
     # The article's script_params wrap the JSON in an extra pair of single quotes.
-    assert cfg.parse_json_arg("'{\"num_gpus\": 1, \"num_workers\": 13}'", "--config") == {"num_gpus": 1, "num_workers": 13}
-    assert cfg.parse_json_arg('{"episode_reward_mean": 18, "time_total_s": 3600}', "--stop") == {
+    assert user_config.parse_json_arg("'{\"num_gpus\": 1, \"num_workers\": 13}'", "--config") == {"num_gpus": 1, "num_workers": 13}
+    assert user_config.parse_json_arg('{"episode_reward_mean": 18, "time_total_s": 3600}', "--stop") == {
         "episode_reward_mean": 18, "time_total_s": 3600}
 
 

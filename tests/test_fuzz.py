@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from pong_train import config as cfg, hookimpl
+from pong_train import config as cfg, hookimpl, user_config
 from pong_train.cli import main
 from pong_train.metrics import STOP_METRICS
 from pong_train.plugins import get_plugin_manager
 
 pytestmark = pytest.mark.timeout(300)  # hundreds of in-process command lines, no training
 
-CONFIG_KEYS = [*cfg.TrainConfig.model_fields, *cfg.LEGACY_KEYS, *cfg.REJECTED_KEYS, "model", "framework"]
+CONFIG_KEYS = [*cfg.TrainConfig.model_fields, *user_config.LEGACY_KEYS, *user_config.REJECTED_KEYS, "model", "framework"]
 scalars = st.one_of(
     st.integers(-10**6, 10**6), st.floats(allow_nan=True, allow_infinity=True), st.booleans(), st.none(),
     st.text(max_size=12), st.lists(st.integers(-5, 300), max_size=4),

@@ -28,6 +28,7 @@ VM_SIZE = re.compile(r"^(standard|basic)_[a-z]+\d+[a-z0-9_-]*$", re.IGNORECASE)
 GPU_FAMILY = re.compile(r"^(standard_)?n[cdvg]", re.IGNORECASE)
 SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|PASSWD|CONNECTION_STRING|SAS|CREDENTIAL", re.IGNORECASE)
 SHM_SIZE = re.compile(r"^(\d+)([kmg])$", re.IGNORECASE)
+RAY_PORT = 6379  # the job's Ray head port, either launch; PONG_TRAIN_RAY_PORT overrides MPI's (ranks on one machine)
 RUNS_FOLDER_FLAG = "--azureml-runs-folder"  # the submitted command names it (spec.in_job_command)
 
 

@@ -17,9 +17,8 @@ from packaging.utils import canonicalize_name
 from pong_train.config import check_gpus
 from pong_train.errors import UsageError
 from pong_train.job import JOB_FILE, Job
-from pong_train_azureml.in_job import RAY_PORT
-from pong_train_azureml.options import (CPU_TORCH_BUILD, GPU_TORCH_BUILD, RUNS_FOLDER_FLAG, AzureOptions, is_gpu_size,
-                                        param_names)
+from pong_train_azureml.options import (CPU_TORCH_BUILD, GPU_TORCH_BUILD, RAY_PORT, RUNS_FOLDER_FLAG, AzureOptions,
+                                        is_gpu_size, param_names)
 
 # The job's named output that holds the run directory: a datastore folder that outlives the job, so a stopped job
 # can be resumed (resume.py); Azure ML puts the folder's mount point in place of the binding, in the command only.

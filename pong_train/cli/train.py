@@ -9,7 +9,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from pong_train import __version__, config as cfg
+from pong_train import __version__, config as cfg, user_config
 from pong_train.atari import validate_env_id
 from pong_train.cluster import validate_address
 from pong_train.errors import UsageError
@@ -108,7 +108,7 @@ def check_option_owners(ctx: click.Context, plugins: Any, backend: str, owners: 
 
 def stop_criteria(stop_json: str | None, file_stop: Any, preset: dict[str, Any]) -> dict[str, float]:
     if stop_json is not None:
-        return validate_stop(cfg.parse_json_arg(stop_json, "--stop"))
+        return validate_stop(user_config.parse_json_arg(stop_json, "--stop"))
     if file_stop is not None:
         if not isinstance(file_stop, dict):
             raise UsageError("--config-file: 'stop' must be a mapping of metric name to threshold")
@@ -121,14 +121,14 @@ def build_job(plugins: Any, params: dict[str, Any], plugin_options: dict[str, An
     check_backend(plugins, params["backend"])
     preset = cfg.PRESETS[params["preset"] or "default"]
     notes: list[str] = []
-    layers = [cfg.translate(preset.get("config", {}), f"preset {params['preset']}", notes)]
+    layers = [user_config.translate(preset.get("config", {}), f"preset {params['preset']}", notes)]
     file_stop = None
     if params["config_file"] is not None:
-        data = cfg.load_config_file(params["config_file"])
+        data = user_config.load_config_file(params["config_file"])
         file_stop = data.pop("stop", None)
-        layers.append(cfg.translate(data, f"--config-file {params['config_file']}", notes))
+        layers.append(user_config.translate(data, f"--config-file {params['config_file']}", notes))
     if params["config_json"] is not None:
-        layers.append(cfg.translate(cfg.parse_json_arg(params["config_json"], "--config"), "--config", notes))
+        layers.append(user_config.translate(user_config.parse_json_arg(params["config_json"], "--config"), "--config", notes))
     train_config = cfg.build_config(layers, params["run"])
     stop = stop_criteria(params["stop_json"], file_stop, preset)
     validate_env_id(params["env"])
