@@ -73,3 +73,23 @@ def test_no_import_cycle(package):
 def test_no_module_over_300_lines(package):
     sizes = {name: len(path.read_text().splitlines()) for name, path in modules(package).items()}
     assert {name: lines for name, lines in sizes.items() if lines > MAX_LINES} == {}
+
+
+@pytest.mark.slow
+def test_a_built_wheel_holds_every_module(tmp_path):
+    """A non-editable install (what an Azure ML job's `pip install .` makes) has every module of the source tree."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv", ".git", "runs", "build", "*.egg-info",
+                                                                "__pycache__", "examples"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w",
+                    str(tmp_path / "wheel"), str(source)], check=True, capture_output=True, timeout=300)
+    [wheel] = (tmp_path / "wheel").glob("pong_train-*.whl")
+    shipped = {name for name in zipfile.ZipFile(wheel).namelist() if name.endswith(".py")}
+    expected = {f"{package}/{path.relative_to(folder)}" for package, folder in PACKAGES.items()
+                for path in folder.rglob("*.py")} | {f"pong_train_{name}/__init__.py" for name in ("local", "mlflow")}
+    assert expected - shipped == set()
