@@ -16,7 +16,7 @@ def test_stock_baseline_is_rllib_impala_as_it_comes():
     from ray.rllib.algorithms.impala import IMPALAConfig
 
     from pong_train import atari
-    from pong_train.bench import BenchSettings, stock_config
+    from pong_train.benchmarks.speed import BenchSettings, stock_config
 
     stock, rllib = stock_config(BenchSettings(cores=4)), IMPALAConfig()
     for key in ("lr", "gamma", "entropy_coeff", "vf_loss_coeff", "grad_clip", "num_epochs", "learner_class",

@@ -439,7 +439,7 @@ def test_a_failing_result_loggers_hook_names_the_plugin_and_leaves_no_run_direct
 
 
 def test_the_cores_own_loggers_handed_out_again_are_dropped_with_a_warning(tmp_path, capsys):
-    from pong_train.recorders import RowRecorder
+    from pong_train.testing.recorders import RowRecorder
     from pong_train.training import plugin_loggers
 
     mine = RowRecorder()

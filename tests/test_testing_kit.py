@@ -14,7 +14,7 @@ from conftest import REPO
 from pong_train import hookimpl
 from pong_train.job import Backend, Job, ResultLogger, Run
 from pong_train.plugins import get_plugin_manager
-from pong_train.recorders import BackendLoggers, Observer, RowRecorder
+from pong_train.testing.recorders import BackendLoggers, Observer, RowRecorder
 
 EXAMPLE = REPO / "examples" / "pong-train-example-backend"
 

@@ -33,12 +33,12 @@ def bench(seconds: float, repeats: int, tiny: bool, storage_path: Path, as_json:
     """Measure speed (the emulator limit, the sampling path, stock RLlib IMPALA, pong-train's IMPALA
     and APPO, and how busy each keeps the learner's and the env runners' cores) or, with --learning, how
     fast settings learn per agent step and per minute."""
-    from pong_train.bench import BenchSettings, run_bench, table
+    from pong_train.benchmarks.speed import BenchSettings, run_bench, table
     from pong_train.rundir import check_storage
 
     check_storage(storage_path)
     if learning:
-        from pong_train import learning as learning_bench
+        from pong_train.benchmarks import learning as learning_bench
 
         texts = setting_texts or learning_bench.DEFAULT_SETTINGS
         chosen = [learning_bench.parse_setting(text) for text in texts]

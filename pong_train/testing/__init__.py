@@ -30,7 +30,7 @@ import pytest
 
 from pong_train.job import JOB_FILE, Job, Run
 from pong_train.plugins import PluginManager, get_plugin_manager
-from pong_train.recorders import BackendLoggers, FailingLogger, Observer, RowRecorder
+from pong_train.testing.recorders import BackendLoggers, FailingLogger, Observer, RowRecorder
 
 METRICS_FILE = "metrics.jsonl"
 STANDARD_FILES = (JOB_FILE, "run.json", METRICS_FILE, "placement.json", "curve.png")
