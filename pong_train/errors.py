@@ -19,6 +19,13 @@ class PluginError(Exception):
     exit_code = 1
 
 
+class NodeError(Exception):
+    """A machine of the run could not take its part (a cluster node that cannot join or stay): one line on stderr,
+    exit code 1, the traceback only with --debug."""
+
+    exit_code = 1
+
+
 def closest(word: str, candidates: Iterable[str], cutoff: float = 0.5) -> str | None:
     """The candidate `word` was most likely meant to be, or None."""
     match = difflib.get_close_matches(word, list(candidates), n=1, cutoff=cutoff)

@@ -16,7 +16,6 @@ from pong_train import progress
 from pong_train.cluster import check_local_gpus, connect, fit_to_cluster
 from pong_train.errors import EXIT_FAILED, EXIT_LOST_RESULTS, EXIT_OK
 from pong_train.job import Job, ResultLogger, Run
-from pong_train.loggers import ConsoleLogger, JsonlLogger
 from pong_train.monitor import RunMonitor, checkpoint_on_signal, close_loggers, interruption
 from pong_train.rllib_config import algorithm_config, register_envs
 from pong_train.rundir import check_storage, make_run_dir, plot_curve, record, summary
@@ -73,17 +72,7 @@ def plugin_loggers(run: Run) -> list[tuple[str, ResultLogger]]:
         if run.job.resume_dir is None:
             shutil.rmtree(run.run_dir, ignore_errors=True)
         raise
-    return [(owner, logger) for owner, logger in handed_out if not core_logger_again(owner, logger)]
-
-
-def core_logger_again(owner: str, logger: ResultLogger) -> bool:
-    """Backends used to hand out the core's own loggers; the core adds them now, so a second copy would print
-    every line and write every row twice. Dropped with a warning for one release; after it, refused."""
-    if type(logger) not in (ConsoleLogger, JsonlLogger):
-        return False
-    say(f"warning: {owner} hands out the core's {type(logger).__name__}, which every run has already; "
-        "it is dropped (deprecated: stop returning it)")
-    return True
+    return handed_out
 
 
 def tuner(run: Run, monitor: RunMonitor) -> Any:

@@ -438,27 +438,6 @@ def test_a_failing_result_loggers_hook_names_the_plugin_and_leaves_no_run_direct
     assert not run_dir.exists()
 
 
-def test_the_cores_own_loggers_handed_out_again_are_dropped_with_a_warning(tmp_path, capsys):
-    from pong_train.testing.recorders import RowRecorder
-    from pong_train.training import plugin_loggers
-
-    mine = RowRecorder()
-
-    class OldStyle:
-        __name__ = "old-style"
-
-        @hookimpl
-        def pong_train_result_loggers(self, run):
-            return [ConsoleLogger(run.job.stop), JsonlLogger(run.run_dir / "metrics.jsonl"), mine]
-
-    pm = get_plugin_manager(extra_plugins=[OldStyle()])
-    run = Run(job=Job(backend="local", storage_path=tmp_path, plugin_manager=pm), run_dir=tmp_path)
-    assert [logger for _, logger in plugin_loggers(run)] == [mine]
-    warned = capsys.readouterr().err.splitlines()
-    assert len(warned) == 2 and all("plugin old-style hands out the core's" in line for line in warned)
-    assert "ConsoleLogger" in warned[0] and "JsonlLogger" in warned[1]
-
-
 # -- broken plugins installed as distributions: named with their distribution and version ------------
 
 BROKEN_MODULE = '''

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from pong_train.errors import UsageError
+from pong_train.errors import NodeError
 from pong_train.job import Job
 from pong_train_azureml.options import parse_options
 from pong_train_azureml.spec import job_timeout
@@ -29,10 +29,8 @@ GONE_AFTER = 3  # probes in a row the head must miss to count as gone
 
 
 
-class JoinError(UsageError):
+class JoinError(NodeError):
     """This node could not take its part in the job's Ray cluster: one line on stderr, exit code 1."""
-
-    exit_code = 1
 
 
 def rank() -> int:
