@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,8 @@ import numpy as np
 
 from pong_train import atari
 from pong_train.errors import UsageError
+from pong_train.job import JOB_FILE, Job
+from pong_train.rllib_config import env_settings
 
 MODULE_PATH = Path("learner_group") / "learner" / "rl_module" / "default_policy"
 
@@ -25,23 +26,20 @@ def find_checkpoint(path: Path) -> Path:
     return max((p.parents[3] for p in found), key=lambda c: (c.stat().st_mtime, c.name))
 
 
-def trained_env_of(checkpoint: Path) -> tuple[str, dict[str, Any]]:
-    """The registered env name and env settings the checkpoint was trained with, from Tune's params.json."""
-    params = checkpoint.parent / "params.json"
-    try:
-        data = json.loads(params.read_text())
-        return data["env"], data["env_config"]
-    except (OSError, KeyError, ValueError):
-        raise UsageError(f"{checkpoint}: cannot read the env settings from {params}") from None
+def trained_job_of(checkpoint: Path) -> Job:
+    """The job the checkpoint was trained by: its run directory's job.json, the run's one record."""
+    run_dir = next((folder for folder in checkpoint.parents if (folder / JOB_FILE).is_file()), None)
+    if run_dir is None:
+        raise UsageError(f"{checkpoint}: not inside a pong-train run directory (no {JOB_FILE} above it), so the "
+                         "frames it was trained on are unknown")
+    return Job.load(run_dir / JOB_FILE)
 
 
 def make_play_env(checkpoint: Path, render: bool) -> Any:
     """An env whose frames look like the ones the policy was trained on."""
-    env_name, env_config = trained_env_of(checkpoint)
-    env_config = {**env_config, "render_mode": "rgb_array" if render else None}
-    if env_name == atari.RLLIB_VECTOR_ENV_NAME:
-        return atari.make_frames_env(env_config)
-    return atari.make_env(env_config)
+    job = trained_job_of(checkpoint)
+    settings = {**env_settings(job.env, job.config), "render_mode": "rgb_array" if render else None}
+    return atari.make_frames_env(settings) if job.config.vector_env else atari.make_env(settings)
 
 
 def play(checkpoint_path: Path, episodes: int, video: Path | None, explore: bool, seed: int | None) -> list[float]:

@@ -51,6 +51,11 @@ def appo_settings(c: TrainConfig) -> dict[str, Any]:
     return {key: default if getattr(c, key) is None else getattr(c, key) for key, default in APPO_DEFAULTS.items()}
 
 
+def env_settings(env: str, c: TrainConfig) -> dict[str, Any]:
+    """The env_config every env of a run is made with: the ALE id and the frames' shape."""
+    return {"id": env, "dim": c.dim, "framestack": c.framestack, "frameskip": c.frameskip}
+
+
 def algorithm_config(c: TrainConfig, env: str, run: str = "IMPALA") -> Any:
     """RLlib's IMPALAConfig or APPOConfig (`run`) training on the ALE game `env` with the settings `c`, whose
     `num_env_runners` is resolved (see cluster.fit_to_cluster)."""
@@ -72,7 +77,7 @@ def algorithm_config(c: TrainConfig, env: str, run: str = "IMPALA") -> Any:
         config_class()
         .environment(
             env_name,
-            env_config={"id": env, "dim": c.dim, "framestack": c.framestack, "frameskip": c.frameskip},
+            env_config=env_settings(env, c),
             clip_rewards=c.clip_rewards,
         )
         .env_runners(
