@@ -4,6 +4,7 @@ checked on it, and Ctrl-C or SIGTERM turns into a checkpoint and a clean stop.""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import signal
 import sys
 from pathlib import Path
@@ -12,13 +13,21 @@ from typing import Any, Iterator
 from pong_train.job import ResultLogger, Run
 from pong_train.loggers import METRICS_FILE, ConsoleLogger, GuardedLogger, JsonlLogger
 from pong_train.metrics import reached, reported_row
-from pong_train.rllib_config import rss_mb
+from pong_train.callbacks import rss_mb
 from pong_train.rundir import PLACEMENT_FILE, write_json
 
-# State of the run this process drives, kept outside the Tune stopper and callback: Tune pickles those
-# into its experiment state, and a resumed run gets them back unpickled.
-_live_loggers: dict[str, list[GuardedLogger]] = {}
-_interrupted: dict[str, int] = {}
+@dataclasses.dataclass
+class LiveRun:
+    """What the process driving a run holds for it while it trains: its loggers, and the signal that interrupted it."""
+
+    loggers: list[GuardedLogger]
+    interrupted_by: int | None = None
+
+
+LIVE_RUNS: dict[str, LiveRun] = {}
+"""The runs this process drives, by run directory: the one registry of run-time state. It cannot live on the Tune
+stopper and callback that need it: Tune pickles those into its experiment state, and a resumed run gets them back
+unpickled, without loggers."""
 
 
 def core_loggers(run: Run) -> list[ResultLogger]:
@@ -34,8 +43,8 @@ class RunMonitor:
         self.run_dir = str(run.run_dir)
         self.stop = run.job.stop
         self.latest: dict[str, dict] = {}
-        _live_loggers[self.run_dir] = [GuardedLogger(logger) for logger in core_loggers(run)] + [
-            GuardedLogger(logger, owner) for owner, logger in plugin_loggers]
+        LIVE_RUNS[self.run_dir] = LiveRun([GuardedLogger(logger) for logger in core_loggers(run)] + [
+            GuardedLogger(logger, owner) for owner, logger in plugin_loggers])
 
     def __getstate__(self) -> dict:
         return {"run_dir": self.run_dir, "stop": self.stop, "latest": {}}
@@ -43,14 +52,15 @@ class RunMonitor:
     def should_stop(self, trial_id: str, result: dict) -> bool:
         self.latest[trial_id] = row = reported_row(result)
         # An interrupted run stops like a finished one, so Tune writes its checkpoint at the end.
-        return bool(reached(self.stop, row)) or self.run_dir in _interrupted
+        live = LIVE_RUNS.get(self.run_dir)
+        return bool(reached(self.stop, row)) or (live is not None and live.interrupted_by is not None)
 
     def on_result(self, trial_id: str, result: dict) -> None:
         row = self.latest.pop(trial_id, None) or reported_row(result)
         row["rss_mb/driver"] = rss_mb()
         if result.get("placement"):
             write_json(Path(self.run_dir) / PLACEMENT_FILE, result["placement"])
-        for logger in _live_loggers.get(self.run_dir, []):
+        for logger in LIVE_RUNS[self.run_dir].loggers if self.run_dir in LIVE_RUNS else []:
             logger.log_result(row)
 
     def tune_hooks(self) -> tuple[Any, Any]:
@@ -76,15 +86,19 @@ class RunMonitor:
 def close_loggers(run_dir: Path) -> dict[str, int]:
     """Close the run's loggers; returns {logger name: results it never took} for those that lost any."""
     lost = {}
-    for logger in _live_loggers.pop(str(run_dir), []):
+    live = LIVE_RUNS.get(str(run_dir))
+    for logger in live.loggers if live else []:
         if count := logger.close():
             lost[logger.name] = count
+    if live:
+        live.loggers = []
     return lost
 
 
 def interruption(run_dir: Path) -> int | None:
-    """The signal that interrupted the run, if one did (and forget it)."""
-    return _interrupted.pop(str(run_dir), None)
+    """The signal that interrupted the run, if one did; the run is forgotten (call after close_loggers)."""
+    live = LIVE_RUNS.pop(str(run_dir), None)
+    return live.interrupted_by if live else None
 
 
 @contextlib.contextmanager
@@ -93,9 +107,10 @@ def checkpoint_on_signal(run_dir: Path) -> Iterator[None]:
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def handle(signum: int, _frame: Any) -> None:
-        if str(run_dir) in _interrupted:
+        live = LIVE_RUNS.setdefault(str(run_dir), LiveRun(loggers=[]))
+        if live.interrupted_by is not None:
             raise KeyboardInterrupt
-        _interrupted[str(run_dir)] = signum
+        live.interrupted_by = signum
         print("pong-train: stopping after this iteration to save a checkpoint (again to abort)", file=sys.stderr)
 
     for sig in previous:

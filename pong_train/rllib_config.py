@@ -1,17 +1,13 @@
-"""The single translation of a job's TrainConfig into RLlib's IMPALAConfig or APPOConfig, and the callbacks it
-trains with."""
+"""The single translation of a job's TrainConfig into RLlib's IMPALAConfig or APPOConfig."""
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import time
 from typing import Any
 
 from pong_train import atari
 from pong_train.config import APPO_DEFAULTS, TrainConfig
 from pong_train.errors import UsageError
-from pong_train.metrics import ALIASES, ResultRows
 
 
 def default_conv_filters(dim: int) -> list[list[Any]]:
@@ -62,6 +58,8 @@ def algorithm_config(c: TrainConfig, env: str, run: str = "IMPALA") -> Any:
     from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
+    from pong_train.callbacks import RunCallbacks
+
     config_class, learner_class, frames_module = algorithm_parts(run)
     model_config = DefaultModelConfig(
         conv_filters=[list(f) for f in c.conv_filters] if c.conv_filters else default_conv_filters(c.dim),
@@ -111,80 +109,5 @@ def algorithm_config(c: TrainConfig, env: str, run: str = "IMPALA") -> Any:
         .reporting(min_time_s_per_iteration=c.min_time_s_per_iteration)
         .fault_tolerance(restart_failed_env_runners=c.restart_failed_env_runners)
         .debugging(seed=c.seed)
-        .callbacks(on_algorithm_init=on_algorithm_init, on_train_result=on_train_result)
+        .callbacks(callbacks_class=RunCallbacks)
     )
-
-
-def on_algorithm_init(algorithm: Any, **_: Any) -> None:
-    """Runs in the algorithm's process: note which Ray node each env runner lives on."""
-    import ray
-    import torch
-
-    # The local learner trains here; a second torch thread only contends with the env runners.
-    torch.set_num_threads(1)
-
-    def where(_runner: Any) -> dict[str, Any]:
-        return {"node_id": ray.get_runtime_context().get_node_id(), "ip": ray.util.get_node_ip_address(),
-                "pid": os.getpid()}
-
-    group = algorithm.env_runner_group
-    runners = group.foreach_env_runner(where, local_env_runner=False) if group.num_remote_env_runners() else []
-    algorithm._pong_train_placement = {
-        "learner_node_id": ray.get_runtime_context().get_node_id(),
-        "env_runners": runners,
-    }
-
-
-def rss_mb() -> float:
-    """Resident memory of the calling process, in MiB."""
-    import psutil
-
-    return psutil.Process().memory_info().rss / 2**20
-
-
-def cpu_seconds() -> float:
-    """CPU time the calling process has used so far (all its threads, user and system), in seconds."""
-    import psutil
-
-    used = psutil.Process().cpu_times()
-    return used.user + used.system
-
-
-def process_use(_runner: Any = None) -> tuple[float, float]:
-    """(resident MiB, CPU seconds so far) of the calling process."""
-    return rss_mb(), cpu_seconds()
-
-
-class CpuShare:
-    """Each process's CPU time per wall second between successive results: 1.0 is one core kept busy.
-
-    Shows which side waits: on 2 cores, a learner near 1 with env runners well under 1 is learner-bound."""
-
-    def __init__(self) -> None:
-        self._last: tuple[float, dict[str, float]] | None = None
-
-    def shares(self, cpu_s: dict[str, float]) -> dict[str, float]:
-        now = time.monotonic()
-        last, self._last = self._last, (now, cpu_s)
-        if last is None or now <= last[0]:
-            return {}
-        # A replaced env runner is a new process whose clock restarted: no share for it this time.
-        return {name: (used - last[1][name]) / (now - last[0])
-                for name, used in cpu_s.items() if name in last[1] and used >= last[1][name]}
-
-
-def on_train_result(algorithm: Any, result: dict, **_: Any) -> None:
-    """Runs in the algorithm's process: the article's metric names join RLlib's in every result, so Tune's
-    files and TensorBoard carry both; so do the memory and CPU share of the learner's and each env runner's
-    process."""
-    rows = algorithm.__dict__.setdefault("_pong_train_rows", ResultRows())
-    row = rows.row(result)
-    result.update({alias: row[alias] for alias in ALIASES if row[alias] is not None})
-    result["placement"] = getattr(algorithm, "_pong_train_placement", {})
-    group = algorithm.env_runner_group
-    runners = group.foreach_env_runner(process_use, local_env_runner=False,
-                                       timeout_seconds=10) if group.num_remote_env_runners() else []
-    used = {"learner": process_use(), **{f"env_runner_{i}": use for i, use in enumerate(runners, 1)}}
-    result["rss_mb"] = {name: mb for name, (mb, _) in used.items()}
-    share = algorithm.__dict__.setdefault("_pong_train_cpu_share", CpuShare())
-    result["cpu_share"] = share.shares({name: cpu for name, (_, cpu) in used.items()})

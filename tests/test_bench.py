@@ -21,7 +21,7 @@ def test_stock_baseline_is_rllib_impala_as_it_comes():
     stock, rllib = stock_config(BenchSettings(cores=4)), IMPALAConfig()
     for key in ("lr", "gamma", "entropy_coeff", "vf_loss_coeff", "grad_clip", "num_epochs", "learner_class",
                 "train_batch_size_per_learner", "create_env_on_local_worker", "restart_failed_env_runners",
-                "gym_env_vectorize_mode", "callbacks_on_algorithm_init", "callbacks_on_train_result"):
+                "gym_env_vectorize_mode", "callbacks_class", "callbacks_on_algorithm_init", "callbacks_on_train_result"):
         assert getattr(stock, key) == getattr(rllib, key), key
     assert (stock.env, stock.num_env_runners, stock.num_envs_per_env_runner, stock.num_learners) == (
         atari.RLLIB_ENV_NAME, 3, 16, 0)

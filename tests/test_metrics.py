@@ -87,7 +87,7 @@ def test_numpy_scalars_count_as_numbers():
 def test_cpu_share_is_cpu_time_per_wall_second_and_skips_a_restarted_process():
     import time
 
-    from pong_train.rllib_config import CpuShare
+    from pong_train.callbacks import CpuShare
 
     share = CpuShare()
     assert share.shares({"learner": 10.0, "env_runner_1": 5.0}) == {}  # nothing to compare with yet

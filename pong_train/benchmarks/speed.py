@@ -18,7 +18,8 @@ import numpy as np
 from pong_train import atari
 from pong_train.cluster import connect
 from pong_train.config import TrainConfig, build_config
-from pong_train.rllib_config import algorithm_config, cpu_seconds, register_envs
+from pong_train.callbacks import cpu_seconds
+from pong_train.rllib_config import algorithm_config, register_envs
 
 FRAMESKIP = 4
 
@@ -143,12 +144,14 @@ def stock_train_config(settings: BenchSettings) -> TrainConfig:
 
 def stock_config(settings: BenchSettings) -> Any:
     """The core's IMPALAConfig for `stock_train_config`, less what the core adds whatever the TrainConfig."""
+    from ray.rllib.callbacks.callbacks import RLlibCallback
+
     return (
         algorithm_config(stock_train_config(settings), settings.env)
         # The core always samples on the driver while every env runner is being replaced; stock RLlib does not.
         .env_runners(create_env_on_local_worker=False)
         # The core's callbacks pin the learner's torch to one thread and collect memory; stock RLlib has none.
-        .callbacks(on_algorithm_init=None, on_train_result=None)
+        .callbacks(callbacks_class=RLlibCallback)
     )
 
 
