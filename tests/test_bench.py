@@ -73,3 +73,34 @@ def test_learning_bench_refuses_an_unknown_setting_in_one_line(tmp_path):
 
     proc = run_cli("bench", "--learning", "--setting", "fastest", "--storage-path", str(tmp_path), timeout=120)
     assert_one_line_error(proc, "fastest", "python-wrappers")
+
+
+@pytest.mark.slow
+def test_the_stock_rllib_script_runs_with_no_pong_train_code(tmp_path):
+    """scripts/stock_impala.py: plain RLlib IMPALA on Pong, the README's reference for what RLlib does alone."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "stock_impala.py"
+    assert "pong_train" not in script.read_text()
+    proc = subprocess.run([sys.executable, str(script), "--seconds", "1"], capture_output=True, text=True,
+                          timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "stock RLlib IMPALA:" in proc.stdout and "agent steps/s end to end" in proc.stdout
+
+
+@pytest.mark.slow
+def test_the_ppo_control_script_writes_its_rows(tmp_path):
+    """scripts/ppo_control.py: the PPO control of docs/learning.md, on pong-train's own sampling path."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "ppo_control.py"
+    out = tmp_path / "ppo.jsonl"
+    proc = subprocess.run([sys.executable, str(script), str(out), "1"], capture_output=True, text=True, timeout=600,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rows and rows[0]["steps"] >= 1024 and rows[0]["t"] >= 0

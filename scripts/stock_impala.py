@@ -5,7 +5,7 @@ RLlib's own Atari wrapper and default 42-pixel network, the article's settings s
 and, at the end, the end-to-end rate computed the way pong-train's metrics.jsonl allows
 (timesteps_total / time_total_s).
 
-    python benchmarks/stock_impala.py --seconds 120
+    python scripts/stock_impala.py --seconds 120
 """
 
 import argparse

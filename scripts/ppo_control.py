@@ -5,7 +5,7 @@ only the algorithm differs (1,024-step batches, 4 epochs of 256-step minibatches
 GAE 0.95, normalized advantages). If this learns and IMPALA does not, the pipeline is sound and the
 difference is the update rule. Writes one JSON line per iteration.
 
-    python benchmarks/rllib_ppo_control.py OUT.jsonl SECONDS
+    python scripts/ppo_control.py OUT.jsonl SECONDS
 """
 
 import json
