@@ -17,7 +17,9 @@ MODULE_PATH = Path("learner_group") / "learner" / "rl_module" / "default_policy"
 
 
 def find_checkpoint(path: Path) -> Path:
-    """A checkpoint folder, or the latest checkpoint under a run or trial directory."""
+    """A checkpoint folder, or the latest checkpoint under a run or trial directory (as an absolute path: RLlib
+    reads checkpoints through pyarrow, which refuses relative ones)."""
+    path = path.resolve()
     if (path / MODULE_PATH).is_dir():
         return path
     found = sorted(path.glob("**/checkpoint_*/" + str(MODULE_PATH)))

@@ -122,7 +122,8 @@ def test_appo_smoke_run_trains_checkpoints_and_plays(storage):
     assert rows[-1]["episodes_total"] >= 1 and -21 <= rows[-1]["episode_reward_mean"] <= 21
     trained = [row for row in rows if row.get("learners/default_policy/mean_IS") is not None]
     assert trained and all(math.isfinite(row["learners/default_policy/mean_vf_loss"]) for row in trained)
-    played = subprocess.run([pong_train_script(), "evaluate", str(run_dir), "--episodes", "1", "--seed", "1"],
-                            capture_output=True, text=True, timeout=300)
+    # As a user types it: the run directory relative to where they are.
+    played = subprocess.run([pong_train_script(), "evaluate", str(run_dir.relative_to(storage.parent)), "--episodes",
+                             "1", "--seed", "1"], capture_output=True, text=True, timeout=300, cwd=storage.parent)
     assert played.returncode == 0, played.stderr[-3000:]
     assert "return" in played.stdout.lower()
