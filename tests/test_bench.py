@@ -104,3 +104,23 @@ def test_the_ppo_control_script_writes_its_rows(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert rows and rows[0]["steps"] >= 1024 and rows[0]["t"] >= 0
+
+
+def test_the_learning_figure_script_draws_the_docs_reports(tmp_path):
+    """scripts/learning_figure.py: docs/learning.md's picture of several reports, from their learning.json files."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path / "curves.png"
+    proc = subprocess.run([sys.executable, str(root / "scripts" / "learning_figure.py"), str(out),
+                           str(root / "docs" / "learning-impala-b100.json"),
+                           str(root / "docs" / "learning-appo-old-stack.json")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert out.stat().st_size > 10_000
+    refused = subprocess.run([sys.executable, str(root / "scripts" / "learning_figure.py"), str(tmp_path / "x.png"),
+                              str(root / "docs" / "learning-impala-b100.json"), "--only", "nothing"],
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "no run to draw" in refused.stderr
