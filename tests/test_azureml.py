@@ -278,11 +278,25 @@ def test_v1_keeps_the_articles_gpu_head_and_cpu_workers(storage):
         (["--env-var", "AZURE_CLIENT_SECRET"], ["looks like a secret"]),
         (["--tag", "novalue"], ["KEY=VALUE"]),
         (["--head-compute", "head-gpu"], ["--head-compute", "--azureml-sdk v1", "one cluster"]),
+        # The service's own naming rules, checked before anything is contacted.
+        (["--compute", "pong-train-cluster"], ["--compute 'pong-train-cluster'", "2-16", "starting with a letter"]),
+        (["--compute", "1cluster"], ["--compute", "starting with a letter"]),
+        (["--experiment", "pong run"], ["--experiment 'pong run'", "3-36"]),
+        (["--datastore", "my-store"], ["--datastore 'my-store'", "letters, digits and underscores"]),
     ],
 )
 def test_bad_backend_options(storage, args, fragments):
     assert_one_line_error(dry_run(storage, "--config", CURRENT_CONFIG, *args, env=SECRETS), *fragments)
     assert run_dirs(storage) == []
+
+
+def test_every_default_name_passes_the_services_naming_rules():
+    from pong_train_azureml.options import NAME_RULES, parse_options
+
+    defaults = parse_options({})
+    for field in ("compute", "head_compute", "worker_compute", "experiment", "datastore"):
+        rule, _ = NAME_RULES["compute" if field.endswith("compute") else field]
+        assert rule.match(getattr(defaults, field)), field
 
 
 def test_options_are_declared_once_and_survive_the_job_file(tmp_path, monkeypatch):
@@ -300,7 +314,7 @@ def test_options_are_declared_once_and_survive_the_job_file(tmp_path, monkeypatc
     assert parse_options(json.loads(json.dumps(given, default=str))) == opts  # as a JSON job file keeps them
     # Missing options take the declared defaults, the same as the command line's.
     assert parse_options({}) == parse_options(command.make_context("c", []).params)
-    assert parse_options({}).max_instances == 2 and parse_options({}).head_compute == "pong-train-cluster"
+    assert parse_options({}).max_instances == 2 and parse_options({}).head_compute == "pong-train"
 
 
 def test_backend_option_without_its_backend_is_refused(storage):

@@ -28,6 +28,15 @@ VM_SIZE = re.compile(r"^(standard|basic)_[a-z]+\d+[a-z0-9_-]*$", re.IGNORECASE)
 GPU_FAMILY = re.compile(r"^(standard_)?n[cdvg]", re.IGNORECASE)
 SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|PASSWD|CONNECTION_STRING|SAS|CREDENTIAL", re.IGNORECASE)
 SHM_SIZE = re.compile(r"^(\d+)([kmg])$", re.IGNORECASE)
+# The service's naming rules, checked before anything is contacted: a name it refuses fails only after sign-in.
+NAME_RULES: dict[str, tuple[re.Pattern[str], str]] = {
+    "compute": (re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,15}$"),
+                "Azure ML compute names are 2-16 letters, digits or hyphens, starting with a letter"),
+    "experiment": (re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,35}$"),
+                   "Azure ML experiment names are 3-36 letters, digits, underscores or hyphens, starting with a "
+                   "letter or digit"),
+    "datastore": (re.compile(r"^[A-Za-z0-9_]{1,255}$"), "Azure ML datastore names are letters, digits and underscores"),
+}
 RAY_PORT = 6379  # the job's Ray head port, either launch; PONG_TRAIN_RAY_PORT overrides MPI's (ranks on one machine)
 RUNS_FOLDER_FLAG = "--azureml-runs-folder"  # the submitted command names it (spec.in_job_command)
 
@@ -71,7 +80,7 @@ class AzureOptions(BaseModel):
     """Display name of the job."""
     tags: Annotated[dict[str, str], Flag("--tag", "tags", multiple=True, metavar="KEY=VALUE")] = {}
     """Job tag (repeatable)."""
-    compute: Annotated[str, Flag("--compute")] = "pong-train-cluster"
+    compute: Annotated[str, Flag("--compute")] = "pong-train"
     """Compute cluster: reused if present, created if missing."""
     head_compute: Annotated[Optional[str], Flag("--head-compute")] = None
     """--azureml-sdk v1: the Ray head's cluster, the article's GPU one [default: --compute]."""
@@ -120,6 +129,15 @@ class AzureOptions(BaseModel):
                 raise UsageError(f"--tag {tag!r} is not KEY=VALUE")
             tags[key] = value
         return tags
+
+    @field_validator("compute", "head_compute", "worker_compute", "experiment", "datastore")
+    @classmethod
+    def _service_name(cls, name: Optional[str], info: Any) -> Optional[str]:
+        rule, why = NAME_RULES["compute" if info.field_name.endswith("compute") else info.field_name]
+        if name is not None and not rule.match(name):
+            flag = "--" + info.field_name.replace("_", "-")
+            raise UsageError(f"{flag} {name!r}: {why}")
+        return name
 
     @field_validator("vm_size")
     @classmethod
