@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -83,7 +84,8 @@ def test_dry_run_writes_a_job_that_load_job_reads_back(storage, monkeypatch):
     assert nodes.ray_address is None and str(nodes.storage_path) == "${{outputs.runs}}"
     runs = job.outputs["runs"]
     assert runs.mode == "rw_mount" and runs.type == "uri_folder"
-    assert runs.path == f"azureml://datastores/workspaceblobstore/paths/pong-train/{run_dir.name}/"
+    assert re.fullmatch(rf"azureml://datastores/workspaceblobstore/paths/pong-train/{run_dir.name}-[0-9a-f]{{8}}/",
+                        runs.path)
     assert job.experiment_name == "rllib-pong-multi-node"
     assert int(job.resources.shm_size.rstrip("g")) >= 8
     # The spec round-trips: dumping what load_job read gives the same job.
@@ -288,6 +290,15 @@ def test_v1_keeps_the_articles_gpu_head_and_cpu_workers(storage):
 def test_bad_backend_options(storage, args, fragments):
     assert_one_line_error(dry_run(storage, "--config", CURRENT_CONFIG, *args, env=SECRETS), *fragments)
     assert run_dirs(storage) == []
+
+
+def test_two_submissions_of_one_run_name_get_two_datastore_folders(tmp_path):
+    """Run directory names are unique on one machine, to the second; the datastore is shared by every submitter."""
+    from pong_train_azureml.spec import datastore_folder
+
+    same_second = tmp_path / "IMPALA_PongNoFrameskip-v4_20261205-070000"
+    folders = {datastore_folder(same_second) for _ in range(50)}
+    assert len(folders) == 50 and all(f.startswith(same_second.name + "-") for f in folders)
 
 
 def test_every_default_name_passes_the_services_naming_rules():

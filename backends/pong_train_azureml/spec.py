@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import secrets
 import shlex
 import shutil
 from importlib import metadata
@@ -144,6 +145,12 @@ def conda_spec(vm_size: str) -> dict[str, Any]:
     }
 
 
+def datastore_folder(run_dir: Path) -> str:
+    """The job's own folder on the datastore: the run directory's name and a random suffix, so two submissions never
+    share one (run directory names are unique on one machine only, to the second)."""
+    return f"{run_dir.name}-{secrets.token_hex(4)}"
+
+
 def runs_output(path: str) -> Any:
     """The datastore folder at `path`, mounted read-write, that the job keeps its run directory in."""
     from azure.ai.ml import Output
@@ -205,7 +212,8 @@ def command_job(job: Job, opts: AzureOptions, vm_size: str, out_dir: Path) -> An
         display_name=opts.display_name or f"{job.run} {job.env}",
         tags={"pong_train.env": job.env, **opts.tags},
         environment_variables={"PYTHONUNBUFFERED": "1", **opts.env_vars},
-        outputs={RUNS_OUTPUT: runs_output(RUNS_PATH.format(datastore=opts.datastore, run=out_dir.parent.name))},
+        outputs={RUNS_OUTPUT: runs_output(RUNS_PATH.format(datastore=opts.datastore,
+                                                            run=datastore_folder(out_dir.parent)))},
     )
     return node
 
