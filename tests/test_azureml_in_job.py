@@ -252,6 +252,12 @@ def test_ray_launch_on_every_node_of_three_trains_once_and_every_node_ends(azure
     assert [row["training_iteration"] for row in rows] == [1]
     assert json.loads((run_dir / "run.json").read_text())["status"] == "completed"
     assert SHARED_TOKEN not in head.stdout + head.stderr + "".join(worker_errs)
+    # The same job.yaml submitted again runs the same command on the same datastore folder: it says why it trains
+    # nothing, rather than exiting 0 in silence.
+    again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "already reached its stop criteria" in again.stderr and "pong-train --backend azureml" in again.stderr
+    assert run_dirs(tmp_path / "runs") == [run_dir] and len((run_dir / "metrics.jsonl").read_text().splitlines()) == 1
 
 
 def wait_for_iterations(runs: Path, count: int, proc: subprocess.Popen, timeout_s: float = 300) -> list[int]:

@@ -45,6 +45,10 @@ def continued(job: Job, run_dir: Path) -> Job | None:
     """`job` continuing the earlier attempt's run from its latest checkpoint, rather than starting over;
     None where that run already reached its stop criteria."""
     if run_status(run_dir) == "completed":
+        if rank() == 0:
+            print(f"note: {run_dir.name} in this job's datastore folder already reached its stop criteria, so there "
+                  "is nothing to train (a job.yaml submitted again continues its own run); to train anew, submit "
+                  "with pong-train --backend azureml", file=sys.stderr)
         return None
     if rank() == 0:
         print(f"note: the job was restarted; continuing {run_dir.name} from its latest checkpoint", file=sys.stderr)
