@@ -209,6 +209,19 @@ def test_a_rank_that_cannot_join_exits_non_zero_with_one_line(tmp_path, ray_tmp)
     assert_nothing_left(ray_tmp)
 
 
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_an_mpi_job_of_several_nodes_without_the_master_node_address_fails_at_once(tmp_path, rank):
+    """Without Azure ML's master-node variable a rank would look for rank 0 on its own machine and fail only after
+    minutes of waiting: one line at once instead, before any Ray node starts."""
+    started = time.monotonic()
+    proc = subprocess.run(in_job("mpi", 2, tmp_path / "runs"), capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path, env=job_env(tmp_path, OMPI_COMM_WORLD_RANK=rank))
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert f"rank {rank}: AZ_BATCHAI_MPI_MASTER_NODE is not set" in lines[0] and "2" in lines[0]
+    assert time.monotonic() - started < 60 and not (tmp_path / "runs").exists()
+
+
 @pytest.fixture(scope="module")
 def azure_ray_cluster(tmp_path_factory):
     """Three nodes as Azure ML's Ray launch leaves them: a head and two workers, token auth set in the nodes'

@@ -12,6 +12,8 @@ from pong_train_azureml.nodes import (JOIN_TIMEOUT_S, POLL_S, JoinError, RayNode
                                       wait_for, wait_for_nodes)
 from pong_train_azureml.options import RAY_PORT
 
+MASTER_NODE_VARIABLE = "AZ_BATCHAI_MPI_MASTER_NODE"  # Azure ML's address of rank 0's node in an MPI job
+
 
 def agree_on_ray_auth() -> None:
     """MPI launch: make every rank's Ray agree on token authentication, from a token all the nodes already hold.
@@ -38,8 +40,13 @@ def agree_on_ray_auth() -> None:
 def train_mpi(job: Job, instance_count: int) -> int:
     from pong_train.training import run_training
 
+    head = os.environ.get(MASTER_NODE_VARIABLE)
+    if head is None and instance_count > 1:
+        # Without it every rank would look for rank 0's head on its own machine, and fail only after JOIN_TIMEOUT_S.
+        raise JoinError(f"rank {rank()}: {MASTER_NODE_VARIABLE} is not set, so the ranks cannot find rank 0's Ray "
+                        f"head; Azure ML sets it in MPI jobs of several nodes (this one asks for {instance_count})")
+    head = head or "127.0.0.1"
     agree_on_ray_auth()
-    head = os.environ.get("AZ_BATCHAI_MPI_MASTER_NODE", "127.0.0.1")
     port = int(os.environ.get("PONG_TRAIN_RAY_PORT", RAY_PORT))
     if rank() != 0:
         return lend_node(head, port, job_deadline(job))
