@@ -138,7 +138,7 @@ APPO_DEFAULTS: dict[str, Any] = {
 IMPALA_DEFAULTS: dict[str, Any] = {
     # 100-step updates, five times as many per sample as 500: on 2 cores the article's command first reached
     # episode_reward_mean 18 at 3.28 M agent steps (42 minutes), where 500-step updates stood at -18.9 by 3 M
-    # (docs/learning.md, section 6). The seed preset keeps the article's 1000.
+    # (docs/learning.md, section 6). The article preset keeps the article's 1000.
     "train_batch_size_per_learner": 100,
 }
 """IMPALA's settings under `--run IMPALA` when none is given, where they differ from TrainConfig's field defaults."""
@@ -186,7 +186,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "stop": {"episode_reward_mean": 18},
     },
     # The article's settings (Ray 0.8.3), translated to today's names.
-    "seed": {
+    "article": {
         "config": {
             "num_gpus_per_learner": 1,
             "num_env_runners": 13,

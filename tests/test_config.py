@@ -81,8 +81,8 @@ def test_the_article_script_config_translates_completely():
     notes: list[str] = []
     translated = user_config.translate(ARTICLE_SCRIPT_CONFIG, "config", notes)
     assert len(notes) == len(ARTICLE_SCRIPT_CONFIG)
-    seed_preset = user_config.translate(cfg.PRESETS["seed"]["config"], "preset seed", [])
-    assert translated == seed_preset
+    article_preset = user_config.translate(cfg.PRESETS["article"]["config"], "preset article", [])
+    assert translated == article_preset
 
 
 @pytest.mark.parametrize("key", ["callbacks", "sample_async", "replay_proportion", "env", "use_pytorch"])
@@ -189,8 +189,8 @@ def test_fast_gpu_preset_asks_for_a_gpu_learner():
     assert job.stop == {"episode_reward_mean": 18.0}
 
 
-def test_seed_preset_is_the_article_translated():
-    job = resolve(["--preset", "seed"])
+def test_article_preset_is_the_article_translated():
+    job = resolve(["--preset", "article"])
     assert job.config.num_gpus_per_learner == 1 and job.config.num_env_runners == 13
     assert job.config.train_batch_size_per_learner == 1000 and job.config.num_epochs == 2
     assert job.stop == {"episode_reward_mean": 18.0, "time_total_s": 3600.0}

@@ -86,7 +86,7 @@ def test_any_command_line_resolves_or_fails_with_one_line(data, config, stop, en
     if address is not None:
         argv += ["--ray-address", address]
     if data.draw(st.booleans()):
-        argv += ["--preset", data.draw(st.sampled_from(["smoke", "seed", "nonesuch"]))]
+        argv += ["--preset", data.draw(st.sampled_from(["smoke", "article", "nonesuch"]))]
     with tempfile.TemporaryDirectory() as tmp:
         if file_text is not None:
             suffix = data.draw(st.sampled_from([".yaml", ".json", ".yml"]))

@@ -45,7 +45,7 @@ PLUGIN_ATTR = "pong_train_plugin"
 @click.option("--stop", "stop_json", metavar="JSON",
               help='Stop criteria as JSON, e.g. \'{"episode_reward_mean": 18, "time_total_s": 3600}\'.')
 @click.option("--preset", type=click.Choice([p for p in cfg.PRESETS if p != "default"]),
-              help="Named starting settings: smoke (a quick run), seed (the article's settings), "
+              help="Named starting settings: smoke (a quick run), article (the article's settings), "
                    "fast-gpu (time to score on 16 cores and a GPU).")
 @click.option("--backend", default="local", show_default=True, help="Where the job runs and where its metrics go.")
 @click.option("--ray-address", metavar="HOST:PORT", help="Join this Ray cluster instead of starting one.")
