@@ -80,28 +80,19 @@ class Job(BaseModel):
     @field_validator("env")
     @classmethod
     def _known_env(cls, env: str) -> str:
-        try:
-            validate_env_id(env, field="env")
-        except UsageError as err:
-            raise ValueError(str(err)) from None
+        as_field_error(validate_env_id, env, field="env")
         return env
 
     @field_validator("stop", mode="before")
     @classmethod
     def _known_stop_metrics(cls, stop: Any) -> dict[str, float]:
-        try:
-            return validate_stop(stop, field="stop")
-        except UsageError as err:
-            raise ValueError(str(err)) from None
+        return as_field_error(validate_stop, stop, field="stop")
 
     @field_validator("ray_address")
     @classmethod
     def _address_form(cls, address: Optional[str]) -> Optional[str]:
         if address is not None:
-            try:
-                validate_address(address, field="ray_address")
-            except UsageError as err:
-                raise ValueError(str(err)) from None
+            as_field_error(validate_address, address, field="ray_address")
         return address
 
     @model_validator(mode="after")
@@ -133,6 +124,14 @@ class Job(BaseModel):
             raise UsageError(f"{path}: cannot read the job file ({err.strerror})") from None
         except ValidationError as err:
             raise UsageError(f"{path}: {validation_message(err)}") from None
+
+
+def as_field_error(check: Any, value: Any, field: str) -> Any:
+    """Run one of the command line's checks inside the model: its UsageError becomes pydantic's ValueError."""
+    try:
+        return check(value, field=field)
+    except UsageError as err:
+        raise ValueError(str(err)) from None
 
 
 def validation_message(err: ValidationError) -> str:
