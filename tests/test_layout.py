@@ -117,3 +117,5 @@ def test_the_readme_tables_name_every_option_and_preset():
     assert {flag for flag in flags if flag not in options_table} == set()
     presets_table = readme.split("| preset | what it is |", 1)[1].split("\n\n", 1)[0]
     assert {name for name in PRESETS if name != "default" and f"| `{name}` |" not in presets_table} == set()
+    preset_row = next(line for line in options_table.splitlines() if line.startswith("| `--preset "))
+    assert set(preset_row.split("`")[1].removeprefix("--preset ").split("\\|")) == set(PRESETS) - {"default"}
