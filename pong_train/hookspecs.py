@@ -9,7 +9,7 @@ from pong_train import hookspec
 if TYPE_CHECKING:
     import click
 
-    from pong_train.job import Backend, Job, ResultLogger, Run
+    from pong_train.job import Backend, Invocation, Job, ResultLogger, Run
 
 
 @hookspec
@@ -58,7 +58,7 @@ def pong_train_cli_commands() -> list[click.Command]:
 
 
 @hookspec(firstresult=True)
-def pong_train_launch(job: Job) -> int | None:
+def pong_train_launch(job: Job, invocation: Invocation) -> int | None:
     """Execute the job where this backend executes jobs.
 
     When: once, after the command line and all training settings were validated (config keys,
@@ -66,12 +66,19 @@ def pong_train_launch(job: Job) -> int | None:
     Process: the `pong-train` command's own process; a backend that runs the job elsewhere
     (a cloud cluster) submits it from here and may wait for it.
 
-    :param job: the resolved :class:`pong_train.job.Job`; ``job.backend`` is the name chosen with
-        ``--backend``. The core has already printed ``job.notes``. To train in this process, call
-        :func:`pong_train.training.run_training` with it: the run directory then gets the core's
-        outputs (``metrics.jsonl``, ``job.json``, ``run.json``, ``placement.json``, ``curve.png``)
-        and the console its line per result. To train elsewhere, ship the job there with
-        ``job.save(path)`` and run ``python -m pong_train --job FILE`` on that machine.
+    :param job: the resolved :class:`pong_train.job.Job`, what is to be trained; ``job.backend``
+        is the name chosen with ``--backend``.
+    :param invocation: the :class:`pong_train.job.Invocation`, how this command runs it (the
+        plugin manager, ``--ray-address``, ``--quiet``, ``--debug``, ``--json``, the run being
+        resumed, and the ``notes`` on translated settings, which the backend shows with
+        :func:`pong_train.progress.show_notes` once it accepts the job). An implementation may
+        leave this parameter out.
+
+    To train in this process, call :func:`pong_train.training.run_training` with both: the run
+    directory then gets the core's outputs (``metrics.jsonl``, ``job.json``, ``run.json``,
+    ``placement.json``, ``curve.png``) and the console its line per result. To train elsewhere,
+    ship the job there with ``job.save(path)`` and run ``python -m pong_train --job FILE`` on
+    that machine (with ``--quiet``/``--debug`` as the invocation has them: they are not saved).
     :return: the exit status of the job, or None when ``job.backend`` is not one of this
         plugin's backends.
 

@@ -1,4 +1,5 @@
-"""What a backend is handed: the job to run, the run it becomes, and the result-logger interface."""
+"""What a backend is handed: the job to run, how this command runs it, the run it becomes, and the result-logger
+interface."""
 
 from __future__ import annotations
 
@@ -30,13 +31,14 @@ class Backend:
 
 
 class Job(BaseModel):
-    """One training request, validated and resolved, before any backend acts on it.
+    """One training request, validated and resolved: what a run was asked to do.
 
     It crosses every boundary (run directory, resume, a cloud job) as one JSON file, written by
-    `save` and read back by `load`.
+    `save` and read back by `load`, and gets the same checks however it arrives. How one command
+    runs it (quiet, the Ray address, ...) is its `Invocation`, which is never saved.
     """
 
-    model_config = ConfigDict(use_attribute_docstrings=True, arbitrary_types_allowed=True, extra="forbid")
+    model_config = ConfigDict(use_attribute_docstrings=True, extra="forbid")
 
     backend: str
     """Name of the backend chosen with `--backend`."""
@@ -51,30 +53,22 @@ class Job(BaseModel):
     """Stop criteria, metric name -> threshold; training stops when any one is reached."""
     storage_path: Path = Path("runs")
     """Folder under which the run directory is created."""
-    ray_address: Optional[str] = None
-    """Address of an existing Ray cluster to join; None starts an embedded one."""
     checkpoint_freq: int = 0
     """Checkpoint every this many training iterations (0: only at the end)."""
     checkpoint_keep: int = 3
     """How many of the latest checkpoints to keep."""
     name: Optional[str] = None
     """Experiment name; the run directory is named after it."""
-    dashboard: bool = False
-    """Start Ray's dashboard (bound to localhost) with the embedded cluster."""
-    debug: bool = False
-    """Show tracebacks and Ray's own logs."""
-    quiet: bool = False
-    """`--quiet`: no progress and no per-result lines; errors and the summary only."""
-    json_summary: bool = False
-    """Print a JSON summary as the last line of output (`--json`)."""
     options: dict[str, Any] = Field(default_factory=dict)
     """Values of the command-line options that plugins added, by parameter name."""
-    resume_dir: Optional[Path] = None
-    """A run directory to continue from its latest checkpoint (`pong-train --resume`)."""
-    notes: list[str] = Field(default_factory=list)
-    """One line per translated legacy key; the core shows them once the job has passed its checks."""
-    plugin_manager: Any = Field(default=None, exclude=True, repr=False)
-    """The plugin manager (`pong_train.plugins.PluginManager`) the job was made with; not saved."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older_job_files(cls, data: Any) -> Any:
+        # Job files of pong-train 0.1 also kept how their command ran them; that is the Invocation's now.
+        if isinstance(data, dict) and INVOCATION_KEYS & data.keys():
+            data = {key: value for key, value in data.items() if key not in INVOCATION_KEYS}
+        return data
 
     # The same checks as the command line's, so a job file (--job, --resume, a cloud node) is refused alike.
     @field_validator("env")
@@ -88,13 +82,6 @@ class Job(BaseModel):
     def _known_stop_metrics(cls, stop: Any) -> dict[str, float]:
         return as_field_error(validate_stop, stop, field="stop")
 
-    @field_validator("ray_address")
-    @classmethod
-    def _address_form(cls, address: Optional[str]) -> Optional[str]:
-        if address is not None:
-            as_field_error(validate_address, address, field="ray_address")
-        return address
-
     @model_validator(mode="after")
     def _settings_fit_the_algorithm(self) -> "Job":
         try:
@@ -102,11 +89,6 @@ class Job(BaseModel):
         except UsageError as err:
             raise ValueError(str(err)) from None
         return self
-
-    @property
-    def hook(self) -> Any:
-        """The plugins' hook relay (``plugin_manager.hook``), so code that runs the job can call hooks."""
-        return None if self.plugin_manager is None else self.plugin_manager.hook
 
     def save(self, path: Path) -> Path:
         """Write the job as JSON (atomically: a crash never leaves half a file); returns `path`."""
@@ -116,14 +98,57 @@ class Job(BaseModel):
         return path
 
     @classmethod
-    def load(cls, path: Path, plugin_manager: Any = None) -> "Job":
+    def load(cls, path: Path) -> "Job":
         """Read a job written by `save`; anything else is a UsageError naming the file."""
         try:
-            return cls.model_validate_json(Path(path).read_text()).model_copy(update={"plugin_manager": plugin_manager})
+            return cls.model_validate_json(Path(path).read_text())
         except OSError as err:
             raise UsageError(f"{path}: cannot read the job file ({err.strerror})") from None
         except ValidationError as err:
             raise UsageError(f"{path}: {validation_message(err)}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Invocation:
+    """How one command runs a job, beside the job: never saved, never shipped to another machine.
+
+    The command line makes it (`--ray-address`, `--quiet`, ...); a backend that trains the job
+    elsewhere makes that machine's own (its Ray address, its flags).
+    """
+
+    plugin_manager: Any = None
+    """The plugin manager (`pong_train.plugins.PluginManager`) of this command; None runs no plugin."""
+    ray_address: Optional[str] = None
+    """Address of an existing Ray cluster to join; None starts an embedded one."""
+    dashboard: bool = False
+    """Start Ray's dashboard (bound to localhost) with the embedded cluster."""
+    debug: bool = False
+    """Show tracebacks and Ray's own logs."""
+    quiet: bool = False
+    """`--quiet`: no progress and no per-result lines; errors and the summary only."""
+    json_summary: bool = False
+    """Print a JSON summary as the last line of output (`--json`)."""
+    resume_dir: Optional[Path] = None
+    """A run directory to continue from its latest checkpoint (`pong-train --resume`)."""
+    notes: tuple[str, ...] = ()
+    """One line per translated legacy key, shown once the job has passed its checks (by the backend
+    that trains or submits it)."""
+
+    def __post_init__(self) -> None:
+        if self.ray_address is not None:
+            validate_address(self.ray_address, field="--ray-address")
+
+    @property
+    def hook(self) -> Any:
+        """The plugins' hook relay (``plugin_manager.hook``), so code that runs the job can call hooks."""
+        return None if self.plugin_manager is None else self.plugin_manager.hook
+
+    def but(self, **changes: Any) -> "Invocation":
+        """This invocation with `changes` (a backend's own Ray address, the run it resumes, ...)."""
+        return dataclasses.replace(self, **changes)
+
+
+INVOCATION_KEYS = frozenset(field.name for field in dataclasses.fields(Invocation))
 
 
 def as_field_error(check: Any, value: Any, field: str) -> Any:
@@ -158,6 +183,8 @@ class Run:
     run_dir: Path
     """The run directory: `job.json`, `run.json`, `metrics.jsonl`, `placement.json`, `curve.png`, and
     Tune's trial folder with the checkpoints."""
+    invocation: Invocation = Invocation()
+    """How this command runs it (`run.invocation.quiet`, ...)."""
 
 
 class ResultLogger:

@@ -32,7 +32,7 @@ unpickled, without loggers."""
 
 def core_loggers(run: Run) -> list[ResultLogger]:
     """What every run gets whatever its backend: `metrics.jsonl`, and a console line unless --quiet."""
-    console = [] if run.job.quiet else [ConsoleLogger(run.job.stop)]
+    console = [] if run.invocation.quiet else [ConsoleLogger(run.job.stop)]
     return [*console, JsonlLogger(run.run_dir / METRICS_FILE)]
 
 

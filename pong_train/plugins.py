@@ -158,10 +158,10 @@ class PluginManager(pluggy.PluginManager):
         self._backends = found
         return found
 
-    def launch(self, job: Any) -> int | None:
+    def launch(self, job: Any, invocation: Any) -> int | None:
         """`pong_train_launch` through pluggy (first non-None answer wins), naming the plugin that fails."""
         for impl in self.impls("pong_train_launch"):
-            status = self.call("pong_train_launch", impl, job=job)
+            status = self.call("pong_train_launch", impl, job=job, invocation=invocation)
             if status is not None:
                 return status
         return None

@@ -62,7 +62,7 @@ def write_json(path: Path, data: Any) -> None:
 
 def record(run: Run, status: str) -> None:
     """Keep the job (`job.json`, what --resume reads) and how the run stands (`run.json`)."""
-    run.job.model_copy(update={"resume_dir": None}).save(run.run_dir / JOB_FILE)
+    run.job.save(run.run_dir / JOB_FILE)
     write_json(run.run_dir / RUN_FILE, {"pong_train_version": __version__, "status": status,
                                         "backend": run.job.backend, "argv": sys.argv[1:]})
 
@@ -75,14 +75,15 @@ def run_status(run_dir: Path) -> str | None:
         return None
 
 
-def resumable_job(run_dir: Path, plugin_manager: Any) -> Job:
-    """The job of an earlier run, to continue from its latest checkpoint; refuses what cannot resume."""
+def resumable_job(run_dir: Path) -> Job:
+    """The job of an earlier run, to continue from its latest checkpoint (with `Invocation.resume_dir`);
+    refuses what cannot resume."""
     if not (run_dir / JOB_FILE).is_file():
         raise UsageError(f"--resume {run_dir}: not a pong-train run directory (no {JOB_FILE})")
-    job = Job.load(run_dir / JOB_FILE, plugin_manager)
+    job = Job.load(run_dir / JOB_FILE)
     if run_status(run_dir) == "completed":
         raise UsageError(f"--resume {run_dir}: nothing to resume, the run already reached its stop criteria")
-    return job.model_copy(update={"resume_dir": run_dir.resolve(), "storage_path": run_dir.resolve().parent})
+    return job.model_copy(update={"storage_path": run_dir.resolve().parent})
 
 
 def summary(run: Run, status: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 from pong_train import progress
 from pong_train.cluster import check_local_gpus, connect, fit_to_cluster
 from pong_train.errors import EXIT_FAILED, EXIT_LOST_RESULTS, EXIT_OK
-from pong_train.job import Job, ResultLogger, Run
+from pong_train.job import Invocation, Job, ResultLogger, Run
 from pong_train.monitor import RunMonitor, checkpoint_on_signal, close_loggers, interruption
 from pong_train.rllib_config import algorithm_config, register_envs
 from pong_train.rundir import check_storage, make_run_dir, plot_curve, record, summary
@@ -23,26 +23,26 @@ from pong_train.rundir import check_storage, make_run_dir, plot_curve, record, s
 __all__ = ["run_training"]
 
 
-def run_training(job: Job) -> int:
-    """Train `job` here, on the Ray cluster it names or an embedded one; returns the exit status.
+def run_training(job: Job, invocation: Invocation = Invocation()) -> int:
+    """Train `job` here, on the Ray cluster `invocation` names or an embedded one; returns the exit status.
 
     Checks everything checkable before creating the run directory, so bad input leaves nothing behind.
-    With `job.resume_dir`, continues that run from its latest checkpoint.
+    With `invocation.resume_dir`, continues that run from its latest checkpoint.
     """
     check_storage(job.storage_path)
-    if not job.ray_address:
+    if not invocation.ray_address:
         check_local_gpus(job.config)
-    progress.show_notes(job.notes)
+    progress.show_notes(invocation.notes)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's banners would interleave with the result lines
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # checkpoint_on_signal handles Ctrl-C
     import ray
 
-    joining = "joining the Ray cluster" if job.ray_address else "starting an embedded Ray cluster"
-    with progress.step(joining, quiet=job.quiet):
-        connect(job.ray_address, job.debug, job.dashboard)
+    joining = "joining the Ray cluster" if invocation.ray_address else "starting an embedded Ray cluster"
+    with progress.step(joining, quiet=invocation.quiet):
+        connect(invocation.ray_address, invocation.debug, invocation.dashboard)
     try:
         job = job.model_copy(update={"config": fit_to_cluster(job.config)})
-        run = Run(job=job, run_dir=job.resume_dir or make_run_dir(job))
+        run = Run(job=job, run_dir=invocation.resume_dir or make_run_dir(job), invocation=invocation)
         record(run, "running")
         register_envs()
         monitor = RunMonitor(run, plugin_loggers(run))
@@ -61,7 +61,7 @@ def plugin_loggers(run: Run) -> list[tuple[str, ResultLogger]]:
 
     A plugin that refuses the run (bad input, or its hook failed) leaves no new run directory behind.
     """
-    plugins = run.job.plugin_manager
+    plugins = run.invocation.plugin_manager
     if plugins is None:
         return []
     try:
@@ -69,7 +69,7 @@ def plugin_loggers(run: Run) -> list[tuple[str, ResultLogger]]:
                       for name, loggers in plugins.results("pong_train_result_loggers", run=run)
                       for logger in loggers or []]
     except Exception:
-        if run.job.resume_dir is None:
+        if run.invocation.resume_dir is None:
             shutil.rmtree(run.run_dir, ignore_errors=True)
         raise
     return handed_out
@@ -80,13 +80,13 @@ def tuner(run: Run, monitor: RunMonitor) -> Any:
     from ray import tune
 
     algo_config = algorithm_config(run.job.config, run.job.env, run.job.run)
-    if run.job.resume_dir:
+    if run.invocation.resume_dir:
         resume_all = tune.ResumeConfig(
             finished=tune.ResumeConfig.ResumeType.RESUME,
             unfinished=tune.ResumeConfig.ResumeType.RESUME,
             errored=tune.ResumeConfig.ResumeType.RESUME,
         )
-        with progress.step(f"restoring {run.run_dir} from its latest checkpoint", quiet=run.job.quiet):
+        with progress.step(f"restoring {run.run_dir} from its latest checkpoint", quiet=run.invocation.quiet):
             return tune.Tuner.restore(str(run.run_dir), algo_config.algo_class, _resume_config=resume_all)
     stopper, forwarder = monitor.tune_hooks()
     return tune.Tuner(
@@ -130,7 +130,7 @@ def finish(run: Run, results: Any, lost: dict[str, int]) -> int:
         print(f"run directory: {run.run_dir}")
     record(run, status)
     plot_curve(run.run_dir)
-    if run.job.json_summary:
+    if run.invocation.json_summary:
         print(json.dumps(summary(run, status)))
     return code
 

@@ -16,7 +16,7 @@ os.environ.setdefault("AZUREML_RUN_POLLING_INTERVAL_MIN", "0")
 os.environ.setdefault("AZUREML_RUN_POLLING_INTERVAL_MAX", "0")
 
 from conftest import assert_one_line_error, run_cli, run_dirs  # noqa: E402
-from pong_train.job import Job  # noqa: E402
+from pong_train.job import Invocation, Job  # noqa: E402
 from pong_train.loggers import read_metrics  # noqa: E402
 from fake_azureml import FakeAzureMLTransport, FakeCredential  # noqa: E402
 
@@ -79,9 +79,9 @@ def test_dry_run_writes_a_job_that_load_job_reads_back(storage, monkeypatch):
                                 "--azureml-runs-folder '${{outputs.runs}}'")
     nodes = node_job(run_dir)
     assert nodes.config.num_gpus_per_learner == 1 and nodes.config.num_env_runners == 13  # translated once, here
-    assert nodes.stop == json.loads(ARTICLE_STOP) and nodes.notes == []
+    assert nodes.stop == json.loads(ARTICLE_STOP)
     assert nodes.options["azureml_in_job"] == "ray" and nodes.options["instance_count"] == 4
-    assert nodes.ray_address is None and str(nodes.storage_path) == "${{outputs.runs}}"
+    assert str(nodes.storage_path) == "${{outputs.runs}}"
     runs = job.outputs["runs"]
     assert runs.mode == "rw_mount" and runs.type == "uri_folder"
     assert re.fullmatch(rf"azureml://datastores/workspaceblobstore/paths/pong-train/{run_dir.name}-[0-9a-f]{{8}}/",
@@ -173,7 +173,7 @@ def test_uploads_always_leave_credentials_and_outputs_behind(project, ignore_fil
     if ignore_file:  # a user's list that forgets credentials, and even asks for one
         (project / ignore_file).write_text("*.log\n!config.json\n")
     storage = project / "experiments"
-    assert pong_train_launch(backend_job(storage, "--dry-run")) == 0
+    assert pong_train_launch(backend_job(storage, "--dry-run"), Invocation()) == 0
     [run_dir] = [d for d in run_dirs(storage) if d.name != "earlier"]
     assert uploads(run_dir) == sorted([*SOURCE, "job-files/job.json"])
 

@@ -95,16 +95,16 @@ def ray_tmp():
 def test_the_runs_folder_the_command_names_holds_the_run_directory(tmp_path, monkeypatch):
     """Azure ML resolves the runs output's mount point in the command only: the nodes take it from there, and the job
     they record (what `azureml resume` continues, on a mount point of its own) names none."""
-    from pong_train.job import Job
+    from pong_train.job import Invocation, Job
     from pong_train_azureml import in_job as role
     from pong_train_azureml.options import parse_options
 
     started = []
-    monkeypatch.setattr(role, "train_ray_launch", lambda job, count: started.append((job, count)) or 0)
+    monkeypatch.setattr(role, "train_ray_launch", lambda job, invocation, count: started.append((job, count)) or 0)
     args = node_args("ray", 2, tmp_path / "mounted")
     job = Job.load(Path(args[1]))
     job.options["azureml_runs_folder"] = Path(args[3])  # as the core lays the command's options over the file's
-    assert role.run_in_job(job, parse_options(job.options)) == 0
+    assert role.run_in_job(job, parse_options(job.options), Invocation()) == 0
     [(trained, instance_count)] = started
     assert trained.storage_path == tmp_path / "mounted" and instance_count == 2
     assert "azureml_runs_folder" not in trained.options and trained.options["azureml_in_job"] == "ray"

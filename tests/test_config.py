@@ -12,7 +12,7 @@ import pytest
 from pong_train import config as cfg, hookimpl, user_config
 from pong_train.cli import main, with_plugins
 from pong_train.errors import PluginError, UsageError
-from pong_train.job import Job
+from pong_train.job import INVOCATION_KEYS, Invocation, Job
 from pong_train.plugins import get_plugin_manager
 from pong_train.rllib_config import algorithm_config
 
@@ -106,26 +106,30 @@ def test_article_quoted_json_is_accepted_verbatim():
 
 
 class Capture:
-    """Stands in for the backend: keeps the Job the command line resolved instead of launching it."""
+    """Stands in for the backend: keeps the Job the command line resolved, and its Invocation, instead of launching it."""
 
     def __init__(self) -> None:
-        self.jobs: list[Job] = []
+        self.launched: list[tuple[Job, Invocation]] = []
 
     @hookimpl(tryfirst=True)
-    def pong_train_launch(self, job):
-        self.jobs.append(job)
+    def pong_train_launch(self, job, invocation):
+        self.launched.append((job, invocation))
         return 0
 
 
-def resolve(args: list[str]) -> Job:
-    """Run the real command line (`pong_train.cli.main`) and return the Job it would have launched."""
+def invoke(args: list[str]) -> tuple[Job, Invocation]:
+    """Run the real command line (`pong_train.cli.main`); the Job it would have launched, and how."""
     capture = Capture()
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         code = main(args, plugin_manager=get_plugin_manager(extra_plugins=[capture]))
     assert code == 0, err.getvalue()
-    [job] = capture.jobs
-    return job
+    [launched] = capture.launched
+    return launched
+
+
+def resolve(args: list[str]) -> Job:
+    return invoke(args)[0]
 
 
 def test_precedence_command_line_over_file_over_preset_over_defaults(tmp_path):
@@ -145,33 +149,42 @@ def test_precedence_command_line_over_file_over_preset_over_defaults(tmp_path):
 def test_json_config_file_takes_the_same_keys(tmp_path):
     config_file = tmp_path / "train.json"
     config_file.write_text(json.dumps(ARTICLE_SCRIPT_CONFIG | {"num_gpus": 0}))
-    job = resolve(["--config-file", str(config_file)])
+    job, invocation = invoke(["--config-file", str(config_file)])
     assert job.config.num_env_runners == 13 and job.config.num_epochs == 2 and job.config.dim == 42
-    assert len(job.notes) == len(ARTICLE_SCRIPT_CONFIG)
+    assert len(invocation.notes) == len(ARTICLE_SCRIPT_CONFIG)
 
 
 def test_the_job_saved_to_job_json_is_the_job_the_command_line_built(tmp_path):
     args = ["--run", "IMPALA", "--env", "ALE/Pong-v5", "--config", '{"num_gpus": 0, "num_workers": 2}',
             "--stop", '{"time_total_s": 5}', "--name", "kept", "--checkpoint-freq", "7", "--debug"]
-    job = resolve(args)
-    assert (job.env, job.name, job.checkpoint_freq, job.debug) == ("ALE/Pong-v5", "kept", 7, True)
+    job, invocation = invoke(args)
+    assert (job.env, job.name, job.checkpoint_freq, invocation.debug) == ("ALE/Pong-v5", "kept", 7, True)
     assert job.config.num_gpus_per_learner == 0 and job.config.num_env_runners == 2
-    assert job.stop == {"time_total_s": 5.0} and len(job.notes) == 2
-    assert job.plugin_manager is not None and job.hook is job.plugin_manager.hook
+    assert job.stop == {"time_total_s": 5.0} and len(invocation.notes) == 2
+    assert invocation.plugin_manager is not None and invocation.hook is invocation.plugin_manager.hook
     saved = job.save(tmp_path / "job.json")
-    assert "plugin_manager" not in json.loads(saved.read_text())  # the plugin manager is never saved
+    # How this command ran it (--debug, the plugin manager, the notes) is never saved.
+    assert set(json.loads(saved.read_text())) & INVOCATION_KEYS == set()
     as_json = job.model_dump(mode="json")
-    loaded = Job.load(saved, job.plugin_manager)
-    assert loaded.model_dump(mode="json") == as_json and loaded.plugin_manager is job.plugin_manager
+    loaded = Job.load(saved)
+    assert loaded.model_dump(mode="json") == as_json
     assert loaded.config == job.config and loaded.stop == job.stop and loaded.storage_path == job.storage_path
-    # What a backend does on the machine that runs the job: `--job FILE` launches that same job.
-    assert resolve(["--job", str(saved)]).model_dump(mode="json") == as_json
-    assert resolve(["--job", str(saved), "--quiet"]).model_dump(mode="json") == {**as_json, "quiet": True}
+    # What a backend does on the machine that runs the job: `--job FILE` launches that same job, as this command says.
+    again, how = invoke(["--job", str(saved), "--quiet"])
+    assert again.model_dump(mode="json") == as_json and (how.quiet, how.debug, how.notes) == (True, False, ())
+
+
+def test_a_job_file_of_pong_train_0_1_with_how_it_ran_still_loads(tmp_path):
+    job = resolve(["--preset", "smoke"])
+    older = {**job.model_dump(mode="json"), "quiet": True, "debug": False, "dashboard": False, "json_summary": False,
+             "ray_address": None, "resume_dir": None, "notes": []}
+    (tmp_path / "job.json").write_text(json.dumps(older))
+    assert Job.load(tmp_path / "job.json") == job
 
 
 def test_the_loaded_job_equals_the_built_one_exactly(tmp_path):
     job = resolve(["--preset", "smoke"])
-    assert Job.load(job.save(tmp_path / "job.json"), job.plugin_manager) == job
+    assert Job.load(job.save(tmp_path / "job.json")) == job
 
 
 def test_a_job_file_that_is_not_a_job_is_bad_input(tmp_path):
@@ -234,7 +247,7 @@ def test_run_appo_builds_rllibs_appo_with_its_settings(tmp_path):
     assert isinstance(algo, APPOConfig) and algo.clip_param == 0.3
     assert algo.learner_class.__name__ == "BootstrappingAPPOLearner"
     assert algo.rl_module_spec.module_class.__name__ == "Uint8FramesAPPOModule"
-    assert Job.load(job.save(tmp_path / "job.json"), job.plugin_manager) == job
+    assert Job.load(job.save(tmp_path / "job.json")) == job
 
 
 def test_an_appo_setting_under_impala_is_refused_naming_its_algorithm(tmp_path):

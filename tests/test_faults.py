@@ -191,13 +191,13 @@ def test_a_logger_that_never_recovers_makes_the_run_exit_3_naming_it(tmp_path, c
     from types import SimpleNamespace
 
     from pong_train.errors import EXIT_LOST_RESULTS
-    from pong_train.job import Job, Run
+    from pong_train.job import Invocation, Job, Run
     from pong_train.monitor import RunMonitor, close_loggers
     from pong_train.training import finish
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    run = Run(job=Job(backend="elsewhere", storage_path=tmp_path, quiet=True), run_dir=run_dir)
+    run = Run(job=Job(backend="elsewhere", storage_path=tmp_path), run_dir=run_dir, invocation=Invocation(quiet=True))
     monitor = RunMonitor(run, [("plugin observer-dist 1.2 (observer)", DownLogger())])
     for iteration in (1, 2, 3):
         monitor.on_result("trial", {"training_iteration": iteration, "time_total_s": float(iteration)})

@@ -17,7 +17,7 @@ from conftest import REPO, run_cli, run_dirs
 from pong_train import __version__, hookimpl, hookspecs
 from pong_train.cli import main
 from pong_train.errors import PluginError, UsageError
-from pong_train.job import Backend, Job, ResultLogger, Run
+from pong_train.job import Backend, Invocation, Job, ResultLogger, Run
 from pong_train.loggers import ConsoleLogger, JsonlLogger, read_metrics
 from pong_train.plugins import get_plugin_manager
 
@@ -68,11 +68,11 @@ def pong_train_cli_commands():
 
 
 @hookimpl
-def pong_train_launch(job):
+def pong_train_launch(job, invocation):
     if job.backend != "thirdparty":
         return None
     from pong_train.training import run_training
-    return run_training(job)
+    return run_training(job, invocation)
 
 
 @hookimpl
@@ -169,7 +169,7 @@ def test_the_core_adds_its_loggers_to_every_run_whatever_the_backend(backend, tm
 
     run = Run(job=Job(backend=backend, storage_path=tmp_path, stop={"training_iteration": 9}), run_dir=tmp_path)
     assert [type(logger) for logger in core_loggers(run)] == [ConsoleLogger, JsonlLogger]
-    quiet = Run(job=run.job.model_copy(update={"quiet": True}), run_dir=tmp_path)
+    quiet = Run(job=run.job, run_dir=tmp_path, invocation=Invocation(quiet=True))
     assert [type(logger) for logger in core_loggers(quiet)] == [JsonlLogger]
     # Beside a plugin's logger, every result reaches metrics.jsonl as well.
     taken = []
@@ -431,7 +431,7 @@ def test_a_failing_result_loggers_hook_names_the_plugin_and_leaves_no_run_direct
     pm = get_plugin_manager(extra_plugins=[NoLoggers()])
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    run = Run(job=Job(backend="local", storage_path=tmp_path, plugin_manager=pm), run_dir=run_dir)
+    run = Run(job=Job(backend="local", storage_path=tmp_path), run_dir=run_dir, invocation=Invocation(plugin_manager=pm))
     with pytest.raises(PluginError, match=r"^plugin no-loggers: hook pong_train_result_loggers failed: "
                                           r"KeyError: 'tracking_uri'$"):
         plugin_loggers(run)
@@ -539,8 +539,8 @@ class Recorder:
         return [click.Command("recorder-hello", callback=lambda: click.echo("hello"))]
 
     @hookimpl
-    def pong_train_launch(self, job):
-        self.calls.append(("pong_train_launch", {"job": job}))
+    def pong_train_launch(self, job, invocation):
+        self.calls.append(("pong_train_launch", {"job": job, "invocation": invocation}))
         return 0 if job.backend == "recorded" else None
 
     @hookimpl
@@ -558,15 +558,16 @@ def drive_launch(recorder: Recorder, tmp_path: Path) -> None:
     code, _, err = run_main(["--backend", "recorded", "--recorder-note", "hi", "--preset", "smoke",
                              "--storage-path", str(tmp_path / "runs")], get_plugin_manager(extra_plugins=[recorder]))
     assert code == 0, err
-    [job] = [kwargs["job"] for hook, kwargs in recorder.calls if hook == "pong_train_launch"]
-    assert job.backend == "recorded" and job.options["recorder_note"] == "hi" and job.hook is not None
+    [(job, invocation)] = [(kwargs["job"], kwargs["invocation"]) for hook, kwargs in recorder.calls
+                           if hook == "pong_train_launch"]
+    assert job.backend == "recorded" and job.options["recorder_note"] == "hi" and invocation.hook is not None
 
 
 def drive_result_loggers(recorder: Recorder, tmp_path: Path) -> None:
     from pong_train.training import plugin_loggers
 
     pm = get_plugin_manager(extra_plugins=[recorder])
-    run = Run(job=Job(backend="local", storage_path=tmp_path, plugin_manager=pm), run_dir=tmp_path)
+    run = Run(job=Job(backend="local", storage_path=tmp_path), run_dir=tmp_path, invocation=Invocation(plugin_manager=pm))
     assert ("plugin recorder", recorder.logger) in plugin_loggers(run)
     [called_with] = [kwargs["run"] for hook, kwargs in recorder.calls if hook == "pong_train_result_loggers"]
     assert called_with is run

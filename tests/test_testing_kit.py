@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 
 from conftest import REPO
 from pong_train import hookimpl
-from pong_train.job import Backend, Job, ResultLogger, Run
+from pong_train.job import Backend, Invocation, Job, ResultLogger, Run
 from pong_train.plugins import get_plugin_manager
 from pong_train.testing.recorders import BackendLoggers, Observer, RowRecorder
 
@@ -55,7 +55,7 @@ def test_the_backends_loggers_are_watched_through_the_core_calls(tmp_path):
     observer = Observer("observer", RowRecorder)
     pm = get_plugin_manager(extra_plugins=[Hands(), observer])
     watch = BackendLoggers(pm, "hands")
-    run = Run(job=Job(backend="hands", plugin_manager=pm), run_dir=tmp_path)
+    run = Run(job=Job(backend="hands"), run_dir=tmp_path, invocation=Invocation(plugin_manager=pm))
     loggers = [logger for _, found in pm.results("pong_train_result_loggers", run=run) for logger in found]
     [recorded] = watch.loggers
     assert recorded in loggers and observer.loggers[0] in loggers and watch.calls == 1

@@ -12,7 +12,7 @@ import click
 
 from pong_train import hookimpl
 from pong_train.errors import UsageError
-from pong_train.job import Backend, Job, ResultLogger, Run
+from pong_train.job import Backend, Invocation, Job, ResultLogger, Run
 from pong_train_azureml.options import cli_options, parse_options
 from pong_train_azureml.sdk import require_sdk
 
@@ -37,7 +37,7 @@ def pong_train_cli_commands() -> list[click.Command]:
 
 
 @hookimpl
-def pong_train_launch(job: Job) -> int | None:
+def pong_train_launch(job: Job, invocation: Invocation) -> int | None:
     if job.backend != NAME:
         return None
     opts = parse_options(job.options)
@@ -45,7 +45,7 @@ def pong_train_launch(job: Job) -> int | None:
         require_sdk("mlflow", "azureml.mlflow")
         from pong_train_azureml.in_job import run_in_job
 
-        return run_in_job(job, opts)
+        return run_in_job(job, opts, invocation)
     require_sdk("azure.ai.ml", "azure.identity", *(["azureml.core"] if opts.sdk == "v1" else []))
     from pong_train import progress
     from pong_train.rundir import make_run_dir
@@ -54,9 +54,9 @@ def pong_train_launch(job: Job) -> int | None:
     vm_size = opts.vm_size_for(job.config.num_gpus_per_learner > 0)
     if opts.dry_run:
         spec.check_gpu(job, vm_size, opts.head_compute)
-        progress.show_notes(job.notes)
+        progress.show_notes(invocation.notes)
         run_dir = make_run_dir(job)
-        written = spec.write_dry_run(job, opts, vm_size, run_dir / "azureml")
+        written = spec.write_dry_run(job, opts, invocation, vm_size, run_dir / "azureml")
         if opts.sdk == "v1":
             print(f"note: {spec.V1_NOTICE}", file=sys.stderr)
             print(f"v1 estimator run configuration: {written}")
@@ -68,12 +68,12 @@ def pong_train_launch(job: Job) -> int | None:
         return 0
     if opts.sdk == "v1":
         raise UsageError(f"{spec.V1_NOTICE}; use --dry-run to write its spec, or the default --azureml-sdk v2")
-    with progress.step("connecting to the Azure ML workspace", quiet=job.quiet):
+    with progress.step("connecting to the Azure ML workspace", quiet=invocation.quiet):
         client = service.ml_client(opts)
-    return submit_and_follow(job, opts, client)
+    return submit_and_follow(job, opts, invocation, client)
 
 
-def submit_and_follow(job: Job, opts: Any, client: Any) -> int:
+def submit_and_follow(job: Job, opts: Any, invocation: Invocation, client: Any) -> int:
     """Make sure the compute exists, check the GPU against it, submit, and follow the job unless --no-wait."""
     from pong_train import progress
     from pong_train.rundir import make_run_dir
@@ -82,11 +82,11 @@ def submit_and_follow(job: Job, opts: Any, client: Any) -> int:
     wanted = spec.compute_spec(opts, opts.vm_size_for(job.config.num_gpus_per_learner > 0))
     vm_size = service.ensure_compute(client, wanted)
     spec.check_gpu(job, vm_size, opts.compute)
-    progress.show_notes(job.notes)
+    progress.show_notes(invocation.notes)
     run_dir = make_run_dir(job)
-    spec.write_dry_run(job, opts, vm_size, run_dir / "azureml")
-    with progress.step("uploading the source and submitting the job", quiet=job.quiet):
-        created = service.submit(client, spec.command_job(job, opts, vm_size, run_dir / "azureml"))
+    spec.write_dry_run(job, opts, invocation, vm_size, run_dir / "azureml")
+    with progress.step("uploading the source and submitting the job", quiet=invocation.quiet):
+        created = service.submit(client, spec.command_job(job, opts, invocation, vm_size, run_dir / "azureml"))
     (run_dir / "azureml" / "job-name.txt").write_text(created.name + "\n")
     if opts.no_wait:
         return 0

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from pong_train.job import JOB_FILE, Job
+from pong_train.job import JOB_FILE, Invocation, Job
 from pong_train.rundir import resumable_job, run_status
 from pong_train_azureml.launch_mpi import train_mpi
 from pong_train_azureml.launch_ray import train_ray_launch
@@ -15,7 +15,7 @@ from pong_train_azureml.nodes import rank
 from pong_train_azureml.options import AzureOptions, param_names
 
 
-def run_in_job(job: Job, opts: AzureOptions) -> int:
+def run_in_job(job: Job, opts: AzureOptions, invocation: Invocation) -> int:
     """The job's entry point on each node: exactly one node trains, on the cluster of the whole job; every node ends.
 
     Returns the training's status on the node that trains, 0 on the others once training is over.
@@ -31,7 +31,9 @@ def run_in_job(job: Job, opts: AzureOptions) -> int:
             job = continued(job, earlier)
             if job is None:
                 return 0
-    return train_mpi(job, opts.instance_count) if opts.in_job == "mpi" else train_ray_launch(job, opts.instance_count)
+            invocation = invocation.but(resume_dir=earlier.resolve())
+    launch = train_mpi if opts.in_job == "mpi" else train_ray_launch
+    return launch(job, invocation, opts.instance_count)
 
 
 def earlier_attempt(runs_folder: Path) -> Path | None:
@@ -52,5 +54,4 @@ def continued(job: Job, run_dir: Path) -> Job | None:
         return None
     if rank() == 0:
         print(f"note: the job was restarted; continuing {run_dir.name} from its latest checkpoint", file=sys.stderr)
-    earlier = resumable_job(run_dir, job.plugin_manager)
-    return earlier.model_copy(update={"options": job.options, "quiet": job.quiet, "debug": job.debug})
+    return resumable_job(run_dir).model_copy(update={"options": job.options})

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from pong_train.job import Job
+from pong_train.job import Invocation, Job
 from pong_train_azureml.nodes import (JOIN_TIMEOUT_S, POLL_S, JoinError, RayNode, gone, job_deadline, rank, reachable,
                                       wait_for, wait_for_nodes)
 from pong_train_azureml.options import RAY_PORT
@@ -37,7 +37,7 @@ def agree_on_ray_auth() -> None:
               "(Ray's default), open to the compute cluster's network only", file=sys.stderr)
 
 
-def train_mpi(job: Job, instance_count: int) -> int:
+def train_mpi(job: Job, invocation: Invocation, instance_count: int) -> int:
     from pong_train.training import run_training
 
     head = os.environ.get(MASTER_NODE_VARIABLE)
@@ -55,8 +55,7 @@ def train_mpi(job: Job, instance_count: int) -> int:
         if not wait_for(lambda: not node.running() or reachable(head, port), JOIN_TIMEOUT_S) or not node.running():
             raise JoinError(f"rank 0 could not start the Ray head at {head}:{port}: {node.why()}")
         wait_for_nodes(f"{head}:{port}", instance_count)
-        job.ray_address = f"{head}:{port}"
-        return run_training(job)
+        return run_training(job, invocation.but(ray_address=f"{head}:{port}"))
     finally:
         node.stop()  # the other ranks see the head go, and leave
 

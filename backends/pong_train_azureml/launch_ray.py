@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pong_train.job import Job
+from pong_train.job import Invocation, Job
 from pong_train_azureml.nodes import (HEAD_RESOURCE, JOIN_TIMEOUT_S, POLL_S, JoinError, connected, gone, job_deadline,
                                       reachable, wait_for_nodes)
 
@@ -103,7 +103,7 @@ def wait_for_the_end(address: str, attach: dict[str, str], deadline: float) -> i
     return 0
 
 
-def train_ray_launch(job: Job, instance_count: int) -> int:
+def train_ray_launch(job: Job, invocation: Invocation, instance_count: int) -> int:
     from pong_train.training import run_training
 
     address, attach, is_head = find_cluster()
@@ -111,9 +111,8 @@ def train_ray_launch(job: Job, instance_count: int) -> int:
         return wait_for_the_end(address, attach, job_deadline(job))
     wait_for_nodes(address, instance_count, **attach)
     ship_code()
-    job.ray_address = address
     try:
-        return run_training(job)
+        return run_training(job, invocation.but(ray_address=address))
     finally:
         host, port = address.rsplit(":", 1)
         if reachable(host, int(port)):

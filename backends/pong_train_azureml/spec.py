@@ -17,7 +17,7 @@ from packaging.utils import canonicalize_name
 
 from pong_train.config import check_gpus
 from pong_train.errors import UsageError
-from pong_train.job import JOB_FILE, Job
+from pong_train.job import JOB_FILE, Invocation, Job
 from pong_train_azureml.options import (CPU_TORCH_BUILD, GPU_TORCH_BUILD, RAY_PORT, RUNS_FOLDER_FLAG, AzureOptions,
                                         is_gpu_size, param_names)
 
@@ -64,16 +64,14 @@ def upload_files(root: Path) -> list[str]:
 def node_job(job: Job, opts: AzureOptions) -> Job:
     """The job as the nodes run it: the same resolved settings (a --config-file's included), launched in the job.
 
-    It joins the job's own cluster (no ray_address, no dashboard) and writes under the job's `runs` output (v1: its
-    outputs/ folder); the binding stands in for the mount point, which the command names (in_job_command). The notes
-    were shown when it was submitted; every node would repeat them.
+    It writes under the job's `runs` output (v1: its outputs/ folder); the binding stands in for the mount point,
+    which the command names (in_job_command). How the nodes run it (their Ray cluster, --debug) is their own.
     """
     names = param_names()
     options = {param: value for param, value in job.options.items() if param not in {names[f] for f in SUBMIT_ONLY}}
     options[names["in_job"]] = opts.launch
     storage = V1_STORAGE if opts.sdk == "v1" else IN_JOB_STORAGE
-    return job.model_copy(update={"storage_path": Path(storage), "ray_address": None, "dashboard": False,
-                                  "options": options, "notes": []})
+    return job.model_copy(update={"storage_path": Path(storage), "options": options})
 
 
 def write_snapshot(job: Job, opts: AzureOptions, code: Path) -> None:
@@ -158,13 +156,15 @@ def runs_output(path: str) -> Any:
     return Output(type="uri_folder", mode="rw_mount", path=path)
 
 
-def in_job_command() -> str:
-    """The command the job runs on its nodes: install the uploaded source, then the job file it carries.
+def in_job_command(invocation: Invocation) -> str:
+    """The command the job runs on its nodes: install the uploaded source, then the job file it carries, --quiet or
+    --debug where the submitting command had them.
 
     Azure ML resolves the `runs` output's binding in the command only, not in uploaded files: the command hands its
     mount point over.
     """
-    entry = ["python", "-m", "pong_train", "--job", NODE_JOB, RUNS_FOLDER_FLAG, IN_JOB_STORAGE]
+    flags = [flag for flag, wanted in (("--quiet", invocation.quiet), ("--debug", invocation.debug)) if wanted]
+    entry = ["python", "-m", "pong_train", "--job", NODE_JOB, RUNS_FOLDER_FLAG, IN_JOB_STORAGE, *flags]
     return f"{INSTALL_SOURCE} && {shlex.join(entry)}"
 
 
@@ -185,7 +185,7 @@ def job_timeout(job: Job, opts: AzureOptions) -> int:
     return DEFAULT_TIMEOUT_S
 
 
-def command_job(job: Job, opts: AzureOptions, vm_size: str, out_dir: Path) -> Any:
+def command_job(job: Job, opts: AzureOptions, invocation: Invocation, vm_size: str, out_dir: Path) -> Any:
     """The SDK v2 command (what `jobs.create_or_update` takes; `._to_job()` is the job YAML's form).
 
     The entry point over `instance_count` nodes, Ray started by Azure ML or by MPI; the code and the environment
@@ -201,7 +201,7 @@ def command_job(job: Job, opts: AzureOptions, vm_size: str, out_dir: Path) -> An
         distribution = MpiDistribution(process_count_per_instance=1)
     node = command(
         code=str(out_dir / SNAPSHOT),
-        command=in_job_command(),
+        command=in_job_command(invocation),
         environment=Environment(image=opts.image_for(vm_size), conda_file=str(out_dir / "environment.yaml")),
         compute=opts.compute,
         instance_count=opts.instance_count,
@@ -263,7 +263,7 @@ V1_NOTICE = ("Azure ML's reinforcement-learning estimator service was retired in
              "0.8.0 and 0.8.3; this spec is for reference and will not train with Ray 2.60")
 
 
-def write_dry_run(job: Job, opts: AzureOptions, vm_size: str, out_dir: Path) -> Path:
+def write_dry_run(job: Job, opts: AzureOptions, invocation: Invocation, vm_size: str, out_dir: Path) -> Path:
     """Write the code snapshot, its upload list, the environment, compute and job specs; returns the job spec's path.
 
     Nothing written holds a local absolute path: job.yaml names its code relative to itself.
@@ -285,5 +285,5 @@ def write_dry_run(job: Job, opts: AzureOptions, vm_size: str, out_dir: Path) -> 
 
     spec = out_dir / "job.yaml"
     # The SDK always writes the code's absolute path; the spec's own folder is where load_job and az look.
-    dump_yaml_to_file(spec, {**command_job(job, opts, vm_size, out_dir)._to_job()._to_dict(), "code": SNAPSHOT})
+    dump_yaml_to_file(spec, {**command_job(job, opts, invocation, vm_size, out_dir)._to_job()._to_dict(), "code": SNAPSHOT})
     return spec

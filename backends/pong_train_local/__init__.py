@@ -6,7 +6,7 @@ Its runs' metrics go where the core sends every run's: a console line per result
 from __future__ import annotations
 
 from pong_train import hookimpl
-from pong_train.job import Backend, Job
+from pong_train.job import Backend, Invocation, Job
 
 NAME = "local"
 
@@ -17,9 +17,9 @@ def pong_train_backends() -> list[Backend]:
 
 
 @hookimpl
-def pong_train_launch(job: Job) -> int | None:
+def pong_train_launch(job: Job, invocation: Invocation) -> int | None:
     if job.backend != NAME:
         return None
     from pong_train.training import run_training
 
-    return run_training(job)
+    return run_training(job, invocation)

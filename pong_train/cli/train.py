@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -11,9 +12,8 @@ from click.core import ParameterSource
 
 from pong_train import __version__, config as cfg, user_config
 from pong_train.atari import validate_env_id
-from pong_train.cluster import validate_address
 from pong_train.errors import UsageError
-from pong_train.job import Job
+from pong_train.job import Invocation, Job
 from pong_train.metrics import validate_stop
 from pong_train.rundir import resumable_job
 
@@ -78,12 +78,17 @@ def cli(ctx: click.Context, **params: Any) -> int | None:
     owners = {p.name: getattr(p, PLUGIN_ATTR) for p in ctx.command.params if getattr(p, PLUGIN_ATTR, None)}
     core = {k: v for k, v in params.items() if k not in owners}
     given = {k for k in params if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+    invocation = Invocation(plugin_manager=plugins, ray_address=core["ray_address"], dashboard=core["dashboard"],
+                            debug=core["debug"], quiet=core["quiet"], json_summary=core["json_summary"],
+                            resume_dir=core["resume"] and core["resume"].resolve())
     if core["resume"] or core["job_file"]:
         job = saved_job(ctx, plugins, core, given, {k: v for k, v in params.items() if k in owners and k in given})
     else:
-        job = build_job(plugins, core, {k: v for k, v in params.items() if k in owners})
+        notes: list[str] = []
+        job = build_job(plugins, core, {k: v for k, v in params.items() if k in owners}, notes)
+        invocation = invocation.but(notes=tuple(notes))
     check_option_owners(ctx, plugins, job.backend, owners, given)
-    status = plugins.launch(job)
+    status = plugins.launch(job, invocation)
     if status is None:
         raise UsageError(f"no installed plugin launches backend '{job.backend}'")
     return status
@@ -116,11 +121,10 @@ def stop_criteria(stop_json: str | None, file_stop: Any, preset: dict[str, Any])
     return validate_stop(preset.get("stop", cfg.DEFAULT_STOP))
 
 
-def build_job(plugins: Any, params: dict[str, Any], plugin_options: dict[str, Any]) -> Job:
-    """Resolve defaults < preset < config file < --config into a validated Job, with a note per translated key."""
+def build_job(plugins: Any, params: dict[str, Any], plugin_options: dict[str, Any], notes: list[str]) -> Job:
+    """Resolve defaults < preset < config file < --config into a validated Job, adding a note per translated key."""
     check_backend(plugins, params["backend"])
     preset = cfg.PRESETS[params["preset"] or "default"]
-    notes: list[str] = []
     layers = [user_config.translate(preset.get("config", {}), f"preset {params['preset']}", notes)]
     file_stop = None
     if params["config_file"] is not None:
@@ -132,17 +136,13 @@ def build_job(plugins: Any, params: dict[str, Any], plugin_options: dict[str, An
     train_config = cfg.build_config(layers, params["run"])
     stop = stop_criteria(params["stop_json"], file_stop, preset)
     validate_env_id(params["env"])
-    if params["ray_address"] is not None:
-        validate_address(params["ray_address"])
     checkpoint_freq = params["checkpoint_freq"]
     if checkpoint_freq is None:  # about five minutes of work between checkpoints
         checkpoint_freq = preset.get("checkpoint_freq", math.ceil(300 / max(train_config.min_time_s_per_iteration, 1)))
     return Job(
         backend=params["backend"], run=params["run"], env=params["env"], config=train_config, stop=stop,
-        storage_path=params["storage_path"], ray_address=params["ray_address"], checkpoint_freq=checkpoint_freq,
-        checkpoint_keep=params["checkpoint_keep"], name=params["name"], dashboard=params["dashboard"],
-        debug=params["debug"], quiet=params["quiet"], json_summary=params["json_summary"], options=as_json(plugin_options),
-        notes=notes, plugin_manager=plugins,
+        storage_path=params["storage_path"], checkpoint_freq=checkpoint_freq, checkpoint_keep=params["checkpoint_keep"],
+        name=params["name"], options=as_json(plugin_options),
     )
 
 
@@ -151,29 +151,18 @@ def as_json(options: dict[str, Any]) -> dict[str, Any]:
     return {name: list(value) if isinstance(value, tuple) else value for name, value in options.items()}
 
 
-# Beside --resume or --job: how to run the saved job here, never what it trains.
-SAVED_JOB_KEEPS = {"resume", "job_file", "ray_address", "debug", "dashboard", "quiet", "json_summary"}
-
-
 def saved_job(ctx: click.Context, plugins: Any, params: dict[str, Any], given: set[str],
               given_options: dict[str, Any]) -> Job:
-    """The job of an earlier run (--resume) or of a job file (--job), with this command line's own
-    settings for how to run it and the plugin options it gives laid over the saved ones."""
+    """The job of an earlier run (--resume) or of a job file (--job), with the plugin options this command
+    line gives laid over the saved ones; the rest of the command line may only say how to run it."""
     flag = "--resume" if params["resume"] else "--job"
     if params["resume"] and params["job_file"]:
         raise UsageError("--resume and --job both name a job; give one")
-    refused = [p.opts[0] for p in ctx.command.params
-               if p.name in given and p.name in params and p.name not in SAVED_JOB_KEEPS]
+    how_to_run = {field.name for field in dataclasses.fields(Invocation)} | {"resume", "job_file"}
+    refused = [p.opts[0] for p in ctx.command.params if p.name in given and p.name in params and p.name not in how_to_run]
     if refused:
         raise UsageError(f"{flag} runs a job with its own settings; drop {', '.join(refused)}")
-    if params["resume"]:
-        job = resumable_job(params["resume"], plugins)
-        how = {k: params[k] for k in ("ray_address", "debug", "dashboard", "quiet", "json_summary")}
-    else:
-        job = Job.load(params["job_file"], plugins)
-        how = {k: params[k] for k in ("ray_address", "debug", "dashboard", "quiet", "json_summary") if k in given}
+    job = resumable_job(params["resume"]) if params["resume"] else Job.load(params["job_file"])
     if not any(name == job.backend for name in plugins.backends()):
         raise UsageError(f"{flag}: the job's backend '{job.backend}' is not installed")
-    if how.get("ray_address") is not None:
-        validate_address(how["ray_address"])
-    return job.model_copy(update={**how, "options": {**job.options, **as_json(given_options)}})
+    return job.model_copy(update={"options": {**job.options, **as_json(given_options)}})

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from pong_train.job import JOB_FILE, Job, Run
+from pong_train.job import JOB_FILE, Invocation, Job, Run
 from pong_train.plugins import PluginManager, get_plugin_manager
 from pong_train.testing.recorders import BackendLoggers, FailingLogger, Observer, RowRecorder
 
@@ -125,8 +125,9 @@ class BackendConformance:
 
     def test_launch_leaves_other_backends_jobs_alone(self, tmp_path):
         pm = self.plugin_manager()
-        job = Job(backend=f"not-{self.backend}", storage_path=tmp_path / "runs", plugin_manager=pm)
-        status = pm.call("pong_train_launch", self.impl(pm, "pong_train_launch"), job=job)
+        job = Job(backend=f"not-{self.backend}", storage_path=tmp_path / "runs")
+        status = pm.call("pong_train_launch", self.impl(pm, "pong_train_launch"), job=job,
+                         invocation=Invocation(plugin_manager=pm))
         assert status is None, "pong_train_launch returns None for a job of another backend"
         assert not (tmp_path / "runs").exists(), "a job of another backend left files behind"
 
@@ -135,8 +136,8 @@ class BackendConformance:
         impl = self.impl(pm, "pong_train_result_loggers")
         if impl is None:
             pytest.skip("the backend hands out no loggers (the core's console line and metrics.jsonl only)")
-        other = Run(job=Job(backend=f"not-{self.backend}", storage_path=tmp_path, plugin_manager=pm),
-                    run_dir=tmp_path)
+        other = Run(job=Job(backend=f"not-{self.backend}", storage_path=tmp_path), run_dir=tmp_path,
+                    invocation=Invocation(plugin_manager=pm))
         assert list(pm.call("pong_train_result_loggers", impl, run=other) or []) == [], \
             "pong_train_result_loggers hands out loggers for another backend's run"
 
