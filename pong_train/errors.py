@@ -26,6 +26,14 @@ class NodeError(Exception):
     exit_code = 1
 
 
+class ServiceError(Exception):
+    """A service the job depends on refused or failed (a cloud workspace, its sign-in, the network to it): one line
+    saying what happened, as the service put it, and what to do; exit code 1. The plugin that raises it is not to
+    blame, so its name stays out of the line; the traceback only with --debug."""
+
+    exit_code = 1
+
+
 def closest(word: str, candidates: Iterable[str], cutoff: float = 0.5) -> str | None:
     """The candidate `word` was most likely meant to be, or None."""
     match = difflib.get_close_matches(word, list(candidates), n=1, cutoff=cutoff)

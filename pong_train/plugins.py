@@ -12,7 +12,7 @@ from typing import Any, Iterable, Iterator
 import pluggy
 
 from pong_train import PROJECT_NAME, hookspecs
-from pong_train.errors import PluginError, UsageError, closest
+from pong_train.errors import PluginError, ServiceError, UsageError, closest
 from pong_train.job import Backend
 
 HOOK_PREFIX = PROJECT_NAME + "_"
@@ -105,7 +105,7 @@ class PluginManager(pluggy.PluginManager):
         """Turn an exception escaping a plugin's hook into a PluginError that names it; bad input stays a UsageError."""
         try:
             yield
-        except (UsageError, PluginError, KeyboardInterrupt):
+        except (UsageError, PluginError, ServiceError, KeyboardInterrupt):
             raise
         except Exception as err:
             first = str(err).strip().splitlines()

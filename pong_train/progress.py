@@ -6,10 +6,10 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from typing import Iterator
+from typing import Iterable, Iterator
 
 
-def show_notes(notes: list[str]) -> None:
+def show_notes(notes: Iterable[str]) -> None:
     """The job's `note:` lines (one per translated legacy key), once the job has passed every check."""
     for note in notes:
         print(f"note: {note}", file=sys.stderr)

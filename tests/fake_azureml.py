@@ -13,6 +13,25 @@ from azure.core.pipeline.transport._requests_basic import RequestsTransportRespo
 from azure.core.rest._requests_basic import RestRequestsTransportResponse
 
 
+def vm_size(name, family, vcpus, gpus, memory_gb):
+    """One entry of a region's VM size list, as the service lists it for compute clusters."""
+    return {"name": name, "family": family, "vCPUs": vcpus, "gpus": gpus, "osVhdSizeMB": 1047552,
+            "maxResourceVolumeMB": vcpus * 8192, "memoryGB": memory_gb, "lowPriorityCapable": True,
+            "premiumIO": True, "supportedComputeTypes": ["AmlCompute", "ComputeInstance"]}
+
+
+# The sizes the fake region offers to compute clusters: CPU, NVIDIA and AMD GPU ones.
+REGION_SIZES = [
+    vm_size("Standard_D2_v2", "standardDv2Family", 2, 0, 7.0),
+    vm_size("Standard_D4s_v3", "standardDSv3Family", 4, 0, 16.0),
+    vm_size("Standard_DS3_v2", "standardDSv2Family", 4, 0, 14.0),
+    vm_size("Standard_NC6", "standardNCFamily", 6, 1, 56.0),
+    vm_size("Standard_NC4as_T4_v3", "standardNCASv3_T4Family", 4, 1, 28.0),
+    vm_size("Standard_NC24ads_A100_v4", "StandardNCADSA100v4Family", 24, 1, 220.0),
+    vm_size("Standard_NV4as_v4", "standardNVASv4Family", 4, 1, 14.0),
+]
+
+
 class FakeCredential:
     """Implements the TokenCredential protocol (get_token). No AAD calls."""
     def __init__(self):
@@ -50,6 +69,23 @@ class FakeAzureMLTransport(HttpTransport):
         self._progress = {}
         self.ws_prefix = (f"/subscriptions/{sub}/resourceGroups/{rg}/providers/"
                           f"Microsoft.MachineLearningServices/workspaces/{ws}")
+        self.faults = []            # what inject() queued: answered instead of the service's reply
+        self.sizes = list(REGION_SIZES)  # what the workspace's region offers
+
+    def inject(self, status=None, code="", message="", match="", times=1, headers=None):
+        """Answer the next `times` requests whose "METHOD URL" contains `match` with an error, as the service does:
+        `status` with an ARM error body {"error": {"code", "message"}} and `headers` (Retry-After, ...); status None
+        is a network failure (the connection refused before any reply); KeyboardInterrupt is the user's Ctrl-C while
+        the client waits for the reply."""
+        self.faults.append({"status": status, "code": code, "message": message, "match": match, "times": times,
+                            "headers": headers or {}})
+
+    def fault_for(self, request):
+        for fault in self.faults:
+            if fault["times"] > 0 and fault["match"] in f"{request.method} {request.url}":
+                fault["times"] -= 1
+                return fault
+        return None
 
     def _advance(self, job_name):
         """One status step per status read (ARM job or run details), staying on the final status; returns it."""
@@ -75,11 +111,26 @@ class FakeAzureMLTransport(HttpTransport):
         self.requests.append((request.method, request.url, body))
         if len(self.requests) > self.MAX_REQUESTS:
             raise RuntimeError(f"more than {self.MAX_REQUESTS} requests: a client loop that does not end")
-        status, payload, headers = self.route(request.method, request.url, body, request)
+        fault = self.fault_for(request)
+        if fault is not None and fault["status"] is KeyboardInterrupt:
+            raise KeyboardInterrupt
+        if fault is not None and fault["status"] is None:
+            from azure.core.exceptions import ServiceRequestError
+            raise ServiceRequestError(f"<urllib3.connection.HTTPSConnection object>: Failed to establish a new "
+                                      f"connection: [Errno 111] Connection refused ({urlparse(request.url).hostname})")
+        if fault is not None:
+            status, payload, headers = fault["status"], {"error": {"code": fault["code"],
+                                                                   "message": fault["message"]}}, fault["headers"]
+        elif self.is_arm(request) and request.headers.get("Authorization") != "Bearer fake-token":
+            status, payload, headers = 401, {"error": {"code": "AuthenticationFailed", "message": (
+                "Authentication failed. The 'Authorization' header is missing.")}}, {}
+        else:
+            status, payload, headers = self.route(request.method, request.url, body, request)
         raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         r = requests.Response()
         r.status_code = status
-        r.reason = {200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 404: "Not Found"}.get(status, "X")
+        r.reason = {200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 400: "Bad Request",
+                    401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 429: "Too Many Requests"}.get(status, "X")
         r.url = request.url
         r.headers.update({"Content-Type": "application/json; charset=utf-8",
                           "x-ms-request-id": "fake", "Content-Length": str(len(raw)), **(headers or {})})
@@ -92,6 +143,11 @@ class FakeAzureMLTransport(HttpTransport):
         return RequestsTransportResponse(request, r, 4096)   # legacy azure.core.pipeline.transport.HttpRequest
 
     # -- routing ----------------------------------------------------------------
+    @staticmethod
+    def is_arm(request):
+        """Requests to Azure Resource Manager carry the signed-in identity's token (blob URLs carry a SAS)."""
+        return urlparse(request.url).hostname == "management.azure.com"
+
     def _arm(self, kind, name, version=None, props=None):
         rid = f"{self.ws_prefix}/{kind}/{name}" + (f"/versions/{version}" if version else "")
         return {"id": rid, "name": version or name, "type": f"Microsoft.MachineLearningServices/workspaces/{kind}",
@@ -167,6 +223,11 @@ class FakeAzureMLTransport(HttpTransport):
                              "credential": {"credentialType": "SAS",
                                             "sasUri": f"https://fakestorage.blob.core.windows.net/{container}?sv=2021-08-06&sig=fake"}},
                          "pendingUploadId": name, "pendingUploadType": "TemporaryBlobReference"}, {}
+        # the VM sizes of a region
+        m = re.fullmatch(rf"/subscriptions/{self.sub}/providers/Microsoft.MachineLearningServices/locations/"
+                         r"([^/]+)/vmSizes", path, re.I)
+        if m and method == "GET":
+            return 200, {"value": self.sizes if m.group(1).lower() == self.location else []}, {}
         # workspace GET
         if method == "GET" and path.rstrip("/").lower() == ws.lower():
             return 200, {"id": ws, "name": self.ws, "location": self.location,

@@ -449,7 +449,7 @@ def test_missing_compute_is_created_and_existing_one_is_checked(service, capsys)
     other.computes["ray-cluster"]["properties"]["properties"]["vmSize"] = "STANDARD_D2_V2"
     from pong_train.errors import UsageError
 
-    with pytest.raises(UsageError, match=r"compute ray-cluster \(VM size STANDARD_D2_V2; GPU sizes: the NC, ND, NV"):
+    with pytest.raises(UsageError, match=r"(?i)compute ray-cluster \(VM size STANDARD_D2_V2; GPU sizes: the NC, ND, NV"):
         submit_with(other, config={"num_gpus_per_learner": 1})
     assert "warning: compute ray-cluster exists with VM size" in capsys.readouterr().err
 

@@ -5,6 +5,7 @@ The Azure SDKs are imported inside the hooks, so discovery stays fast and works 
 
 from __future__ import annotations
 
+import shutil
 import sys
 from typing import Any
 
@@ -54,7 +55,7 @@ def pong_train_launch(job: Job, invocation: Invocation) -> int | None:
     vm_size = opts.vm_size_for(job.config.num_gpus_per_learner > 0)
     if opts.dry_run:
         spec.check_gpu(job, vm_size, opts.head_compute)
-        progress.show_notes(invocation.notes)
+        progress.show_notes([*invocation.notes, spec.OFFLINE_CHECKS])
         run_dir = make_run_dir(job)
         written = spec.write_dry_run(job, opts, invocation, vm_size, run_dir / "azureml")
         if opts.sdk == "v1":
@@ -74,19 +75,23 @@ def pong_train_launch(job: Job, invocation: Invocation) -> int | None:
 
 
 def submit_and_follow(job: Job, opts: Any, invocation: Invocation, client: Any) -> int:
-    """Make sure the compute exists, check the GPU against it, submit, and follow the job unless --no-wait."""
+    """Check the job against the workspace's compute and sizes, make sure the compute exists, submit, and follow the
+    job unless --no-wait; a submit that fails leaves no run directory."""
     from pong_train import progress
     from pong_train.rundir import make_run_dir
     from pong_train_azureml import service, spec
 
     wanted = spec.compute_spec(opts, opts.vm_size_for(job.config.num_gpus_per_learner > 0))
-    vm_size = service.ensure_compute(client, wanted)
-    spec.check_gpu(job, vm_size, opts.compute)
+    vm_size = service.ensure_compute(client, wanted, job, opts.instance_count)
     progress.show_notes(invocation.notes)
     run_dir = make_run_dir(job)
-    spec.write_dry_run(job, opts, invocation, vm_size, run_dir / "azureml")
-    with progress.step("uploading the source and submitting the job", quiet=invocation.quiet):
-        created = service.submit(client, spec.command_job(job, opts, invocation, vm_size, run_dir / "azureml"))
+    try:
+        spec.write_dry_run(job, opts, invocation, vm_size, run_dir / "azureml")
+        with progress.step("uploading the source and submitting the job", quiet=invocation.quiet):
+            created = service.submit(client, spec.command_job(job, opts, invocation, vm_size, run_dir / "azureml"))
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)  # no job was made: nothing may look like one
+        raise
     (run_dir / "azureml" / "job-name.txt").write_text(created.name + "\n")
     if opts.no_wait:
         return 0

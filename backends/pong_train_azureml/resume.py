@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from pong_train.errors import UsageError
+from pong_train_azureml.failures import azure_errors
 from pong_train_azureml.service import follow, submit
 from pong_train_azureml.spec import IN_JOB_STORAGE, INSTALL_SOURCE, RUNS_OUTPUT, runs_output
 
@@ -50,7 +51,8 @@ def resume_spec(old: Any, name: str) -> Any:
 
 def resume_job(client: Any, name: str, no_wait: bool = False, dry_run: bool = False) -> int:
     """Submit the job that resumes `name` (or print its spec), and follow it unless no_wait; the exit status."""
-    old = client.jobs.get(name)
+    with azure_errors(f"job {name}"):
+        old = client.jobs.get(name)
     status = getattr(old.status, "value", old.status)
     if status not in RESUMABLE:
         reason = "it reached its stop criteria" if status == "Completed" else "wait for it to end, or cancel it"

@@ -168,6 +168,11 @@ def in_job_command(invocation: Invocation) -> str:
     return f"{INSTALL_SOURCE} && {shlex.join(entry)}"
 
 
+OFFLINE_CHECKS = ("--dry-run works offline: the names and the GPU were checked here; whether the region offers the VM "
+                  "size, its GPUs' maker and vCPUs, and the cluster's node limit are checked against the workspace "
+                  "when the job is submitted")
+
+
 def check_gpu(job: Job, vm_size: str, compute: str) -> None:
     """A GPU asked for must exist where the job runs: on the cluster's VM size, not on this workstation."""
     # A size's name tells whether it has GPUs, not how many: the N-series pass, every other size has none.

@@ -16,7 +16,7 @@ from pong_train.cli.bench import bench
 from pong_train.cli.evaluate import evaluate
 from pong_train.cli.plot import plot
 from pong_train.cli.train import PLUGIN_ATTR, cli
-from pong_train.errors import EXIT_USAGE, NodeError, PluginError, UsageError
+from pong_train.errors import EXIT_USAGE, NodeError, PluginError, ServiceError, UsageError
 from pong_train.plugins import PluginManager, get_plugin_manager
 
 CORE_COMMANDS = (backends, bench, evaluate, plot)
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None, plugin_manager: PluginManager | None = N
     except click.ClickException as err:
         error(f"error: {err.format_message()} (see pong-train --help)")
         return EXIT_USAGE
-    except (UsageError, PluginError, NodeError) as err:
+    except (UsageError, PluginError, NodeError, ServiceError) as err:
         if debug:
             traceback.print_exc()
         error(f"error: {err}")
