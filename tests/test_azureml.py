@@ -3,6 +3,8 @@ and the in-job role on a real multi-node Ray cluster with a local MLflow store."
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
@@ -555,3 +557,57 @@ def test_in_job_role_trains_on_the_jobs_cluster_and_logs_to_its_run(three_node_c
     assert client.get_run(run_id).data.params["env"] == "PongNoFrameskip-v4"
     placement = json.loads((run_dir / "placement.json").read_text())
     assert len({r["node_id"] for r in placement["env_runners"]}) == 2  # the job's cluster, not a new local one
+
+
+# --- The job's environment: resolved for its Linux nodes, whatever machine submits it.
+
+SUBMITTERS = {
+    "macos": {"os_name": "posix", "sys_platform": "darwin", "platform_system": "Darwin", "platform_machine": "arm64",
+              "platform_release": "23.4.0", "platform_version": "Darwin Kernel Version 23.4.0"},
+    "windows": {"os_name": "nt", "sys_platform": "win32", "platform_system": "Windows", "platform_machine": "AMD64",
+                "platform_release": "10", "platform_version": "10.0.22631"},
+}
+
+
+def dry_run_environment(storage: Path) -> str:
+    """A dry run through the command line, in this process; the environment.yaml it wrote."""
+    from pong_train.cli import main
+
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
+        code = main(["--backend", "azureml", "--dry-run", "--preset", "smoke", "--compute", "ray-cluster",
+                     "--storage-path", str(storage)])
+    assert code == 0, err.getvalue()
+    [run_dir] = run_dirs(storage)
+    return (run_dir / "azureml" / "environment.yaml").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("submitter", SUBMITTERS)
+def test_the_jobs_environment_is_the_same_whatever_machine_submits_it(tmp_path, monkeypatch, submitter):
+    """Environment markers (click's colorama on Windows, ...) are evaluated for the job's Linux nodes: packaging's
+    marker environment made that of a Mac or a Windows machine changes nothing in the file."""
+    import packaging.markers
+
+    from_linux = dry_run_environment(tmp_path / "linux")
+    here = packaging.markers.default_environment()
+    monkeypatch.setattr(packaging.markers, "default_environment", lambda: {**here, **SUBMITTERS[submitter]})
+    assert packaging.markers.Marker('platform_system == "Linux"').evaluate() is False  # the submitter is not Linux
+    assert dry_run_environment(tmp_path / submitter) == from_linux
+    assert "azureml-mlflow==" in from_linux and "colorama" not in from_linux
+
+
+@pytest.mark.slow
+def test_what_the_job_imports_is_in_its_environment_even_when_not_installed_here(tmp_path, monkeypatch):
+    import importlib.metadata
+
+    real = importlib.metadata.distribution
+
+    def without_azureml_mlflow(name):
+        if name.replace("_", "-").lower() == "azureml-mlflow":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", without_azureml_mlflow)
+    tested = [line for line in (Path(__file__).parents[1] / "constraints.txt").read_text().splitlines()
+              if line.startswith("azureml-mlflow==")]
+    assert tested and f"- {tested[0]}\n" in dry_run_environment(tmp_path)

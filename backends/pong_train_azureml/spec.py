@@ -7,18 +7,16 @@ import math
 import secrets
 import shlex
 import shutil
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import yaml
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
 
 from pong_train.config import check_gpus
 from pong_train.errors import UsageError
 from pong_train.job import JOB_FILE, Invocation, Job
-from pong_train_azureml.options import (CPU_TORCH_BUILD, GPU_TORCH_BUILD, RAY_PORT, RUNS_FOLDER_FLAG, AzureOptions,
+from pong_train_azureml.environment import conda_spec, pinned_requirements
+from pong_train_azureml.options import (RAY_PORT, RUNS_FOLDER_FLAG, AzureOptions,
                                         is_gpu_size, param_names)
 
 # The job's named output that holds the run directory: a datastore folder that outlives the job, so a stopped job
@@ -27,7 +25,6 @@ RUNS_OUTPUT = "runs"
 IN_JOB_STORAGE = "${{outputs.%s}}" % RUNS_OUTPUT
 RUNS_PATH = "azureml://datastores/{datastore}/paths/pong-train/{run}/"
 V1_STORAGE = "outputs/runs"  # the v1 estimator has no named outputs; its outputs/ folder is uploaded at the end
-TORCH_INDEX = "https://download.pytorch.org/whl/"
 INSTALL_SOURCE = "python -m pip install --quiet --no-deps --no-build-isolation ."  # in the job, from its code
 # What is never uploaded, whatever .amlignore or .gitignore say (gitignore patterns, applied after them):
 # credentials, version control, run outputs, virtual envs. The snapshot is filtered already, so its ignore files stay
@@ -95,52 +92,6 @@ def write_snapshot(job: Job, opts: AzureOptions, code: Path) -> None:
             shutil.copy2(root / rel, code / rel)
     (code / NODE_JOB).parent.mkdir(parents=True, exist_ok=True)
     node_job(job, opts).save(code / NODE_JOB)
-
-
-# What the job itself imports beyond the core: MLflow logging into the job's run.
-IN_JOB_REQUIREMENTS = ("azureml-mlflow", "mlflow-skinny")
-
-
-def pinned_requirements() -> list[str]:
-    """Everything the job runs with, each pinned to the version installed (and tested) here."""
-    pins: dict[str, str] = {}
-    core = [Requirement(r) for r in metadata.requires("pong-train") or []]
-    pending = [r for r in core if not r.marker] + [Requirement(r) for r in IN_JOB_REQUIREMENTS]
-    while pending:
-        req = pending.pop()
-        name = canonicalize_name(req.name)
-        if name in pins:
-            continue
-        try:
-            dist = metadata.distribution(req.name)
-        except metadata.PackageNotFoundError:
-            continue
-        pins[name] = dist.version.split("+")[0]  # a local label (torch's +cpu) would pin the CPU build
-        for sub in dist.requires or []:
-            sub_req = Requirement(sub)
-            wanted_extras = set(req.extras) | {""}
-            if sub_req.marker is None or any(sub_req.marker.evaluate({"extra": e}) for e in wanted_extras):
-                pending.append(sub_req)
-    return [f"{name}=={version}" for name, version in sorted(pins.items())]
-
-
-def job_requirements(vm_size: str) -> list[str]:
-    """The job's pip lines: the pins, with torch's build for the VM size (CPU, or the GPU image's CUDA) named."""
-    build = GPU_TORCH_BUILD if is_gpu_size(vm_size) else CPU_TORCH_BUILD
-    pins = [f"{pin}+{build}" if pin.startswith("torch==") else pin for pin in pinned_requirements()]
-    # Those builds are only on PyTorch's index; pinning the local label keeps pip from taking PyPI's default build.
-    return [f"--extra-index-url {TORCH_INDEX}{build}", *pins]
-
-
-def conda_spec(vm_size: str) -> dict[str, Any]:
-    import platform
-
-    python = ".".join(platform.python_version_tuple()[:2])
-    return {
-        "name": "pong-train",
-        "channels": ["conda-forge"],
-        "dependencies": [f"python={python}", "pip", {"pip": job_requirements(vm_size)}],
-    }
 
 
 def datastore_folder(run_dir: Path) -> str:
