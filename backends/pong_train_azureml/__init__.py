@@ -57,7 +57,7 @@ def pong_train_launch(job: Job, invocation: Invocation) -> int | None:
         spec.check_gpu(job, vm_size, opts.head_compute)
         progress.show_notes([*invocation.notes, spec.OFFLINE_CHECKS])
         run_dir = make_run_dir(job)
-        written = spec.write_dry_run(job, opts, invocation, vm_size, run_dir / "azureml")
+        written, _ = spec.write_dry_run(job, opts, invocation, vm_size, run_dir / "azureml")
         if opts.sdk == "v1":
             print(f"note: {spec.V1_NOTICE}", file=sys.stderr)
             print(f"v1 estimator run configuration: {written}")
@@ -86,9 +86,9 @@ def submit_and_follow(job: Job, opts: Any, invocation: Invocation, client: Any) 
     progress.show_notes(invocation.notes)
     run_dir = make_run_dir(job)
     try:
-        spec.write_dry_run(job, opts, invocation, vm_size, run_dir / "azureml")
+        _, command = spec.write_dry_run(job, opts, invocation, vm_size, run_dir / "azureml")
         with progress.step("uploading the source and submitting the job", quiet=invocation.quiet):
-            created = service.submit(client, spec.command_job(job, opts, invocation, vm_size, run_dir / "azureml"))
+            created = service.submit(client, command)
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)  # no job was made: nothing may look like one
         raise

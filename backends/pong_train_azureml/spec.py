@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import secrets
 import shlex
 import shutil
@@ -51,11 +52,24 @@ def project_root() -> Path:
     return root
 
 
-def upload_files(root: Path) -> list[str]:
-    """The files the SDK would upload, by its own ignore-file rules (.amlignore, else .gitignore)."""
-    from azure.ai.ml._utils._asset_utils import get_ignore_file, get_upload_files_from_folder
+def upload_files(root: Path, ignores: tuple[str, ...] = ()) -> list[str]:
+    """The files under `root` that are uploaded, relative and sorted: all but what the SDK's ignore file (.amlignore,
+    else .gitignore, at the root) and then `ignores` leave out, by git's own pattern rules."""
+    import pathspec
 
-    return sorted(rel for _, rel in get_upload_files_from_folder(root, ignore_file=get_ignore_file(root)))
+    ignore_file = next((root / name for name in (".amlignore", ".gitignore") if (root / name).is_file()), None)
+    user = pathspec.GitIgnoreSpec.from_lines(ignore_file.read_text().splitlines() if ignore_file else [])
+    always = pathspec.GitIgnoreSpec.from_lines(ignores)
+
+    def ignored(rel: str) -> bool:
+        return user.match_file(rel) or always.match_file(rel)
+
+    found = []
+    for folder, subfolders, files in os.walk(root):
+        here = Path(folder).relative_to(root)
+        subfolders[:] = [name for name in subfolders if not ignored(f"{(here / name).as_posix()}/")]
+        found += [rel for rel in ((here / name).as_posix() for name in files) if not ignored(rel)]
+    return sorted(found)
 
 
 def node_job(job: Job, opts: AzureOptions) -> Job:
@@ -78,18 +92,14 @@ def write_snapshot(job: Job, opts: AzureOptions, code: Path) -> None:
     where it lies inside the project); and NODE_JOB, the job its command runs. A copy makes job.yaml self-contained:
     `az ml job create` uploads the same files.
     """
-    from azure.ai.ml._utils._pathspec import GitWildMatchPattern
-
     root = project_root()
-    ignores = list(DEFAULT_IGNORES)
+    ignores = DEFAULT_IGNORES
     storage = job.storage_path.resolve()
     if root in storage.parents:
-        ignores.append(f"/{storage.relative_to(root).as_posix()}/")
-    patterns = [GitWildMatchPattern(ignore) for ignore in ignores]
-    for rel in upload_files(root):
-        if not any(pattern.match_file(rel) is not None for pattern in patterns):
-            (code / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(root / rel, code / rel)
+        ignores += (f"/{storage.relative_to(root).as_posix()}/",)
+    for rel in upload_files(root, ignores):
+        (code / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / rel, code / rel)
     (code / NODE_JOB).parent.mkdir(parents=True, exist_ok=True)
     node_job(job, opts).save(code / NODE_JOB)
 
@@ -142,27 +152,26 @@ def job_timeout(job: Job, opts: AzureOptions) -> int:
 
 
 def command_job(job: Job, opts: AzureOptions, invocation: Invocation, vm_size: str, out_dir: Path) -> Any:
-    """The SDK v2 command (what `jobs.create_or_update` takes; `._to_job()` is the job YAML's form).
+    """The SDK v2 command job: what `jobs.create_or_update` takes, and what its `dump` writes as job.yaml.
 
     The entry point over `instance_count` nodes, Ray started by Azure ML or by MPI; the code and the environment
     are those write_dry_run wrote to `out_dir`, the run directory under pong-train/<the local run directory's name>
     in the datastore.
     """
-    from azure.ai.ml import MpiDistribution, RayDistribution, command
-    from azure.ai.ml.entities import Environment
+    from azure.ai.ml import MpiDistribution, RayDistribution
+    from azure.ai.ml.entities import CommandJob, CommandJobLimits, Environment, JobResourceConfiguration
 
     if opts.launch == "ray":
         distribution = RayDistribution(port=RAY_PORT, include_dashboard=False)
     else:
         distribution = MpiDistribution(process_count_per_instance=1)
-    node = command(
+    return CommandJob(
         code=str(out_dir / SNAPSHOT),
         command=in_job_command(invocation),
         environment=Environment(image=opts.image_for(vm_size), conda_file=str(out_dir / "environment.yaml")),
         compute=opts.compute,
-        instance_count=opts.instance_count,
-        shm_size=opts.shm_size,
-        timeout=job_timeout(job, opts),
+        resources=JobResourceConfiguration(instance_count=opts.instance_count, shm_size=opts.shm_size),
+        limits=CommandJobLimits(timeout=job_timeout(job, opts)),
         distribution=distribution,
         experiment_name=opts.experiment,
         display_name=opts.display_name or f"{job.run} {job.env}",
@@ -171,7 +180,6 @@ def command_job(job: Job, opts: AzureOptions, invocation: Invocation, vm_size: s
         outputs={RUNS_OUTPUT: runs_output(RUNS_PATH.format(datastore=opts.datastore,
                                                             run=datastore_folder(out_dir.parent)))},
     )
-    return node
 
 
 def compute_spec(opts: AzureOptions, vm_size: str) -> Any:
@@ -219,8 +227,10 @@ V1_NOTICE = ("Azure ML's reinforcement-learning estimator service was retired in
              "0.8.0 and 0.8.3; this spec is for reference and will not train with Ray 2.60")
 
 
-def write_dry_run(job: Job, opts: AzureOptions, invocation: Invocation, vm_size: str, out_dir: Path) -> Path:
-    """Write the code snapshot, its upload list, the environment, compute and job specs; returns the job spec's path.
+def write_dry_run(job: Job, opts: AzureOptions, invocation: Invocation, vm_size: str,
+                  out_dir: Path) -> tuple[Path, Any]:
+    """Write the code snapshot, its upload list, the environment, compute and job specs; returns the job spec's path
+    and (SDK v2) the command job it holds, which is what gets submitted.
 
     Nothing written holds a local absolute path: job.yaml names its code relative to itself.
     """
@@ -236,10 +246,10 @@ def write_dry_run(job: Job, opts: AzureOptions, invocation: Invocation, vm_size:
         estimator = v1_estimator(job, opts, vm_size, out_dir / SNAPSHOT)
         spec.write_text(json.dumps({"notice": V1_NOTICE, "rl_config": _serialize_to_dict(estimator.rl_config)},
                                    indent=2, default=str))
-        return spec
-    from azure.ai.ml._utils.utils import dump_yaml_to_file
-
+        return spec, None
     spec = out_dir / "job.yaml"
+    command = command_job(job, opts, invocation, vm_size, out_dir)
+    command.dump(spec)
     # The SDK always writes the code's absolute path; the spec's own folder is where load_job and az look.
-    dump_yaml_to_file(spec, {**command_job(job, opts, invocation, vm_size, out_dir)._to_job()._to_dict(), "code": SNAPSHOT})
-    return spec
+    spec.write_text(yaml.safe_dump({**yaml.safe_load(spec.read_text()), "code": SNAPSHOT}, sort_keys=False))
+    return spec, command
