@@ -99,7 +99,8 @@ class RunCallbacks(RLlibCallback):
 
         group = algorithm.env_runner_group
         runners = group.foreach_env_runner(where, local_env_runner=False) if group.num_remote_env_runners() else []
-        self.placement = {"learner_node_id": ray.get_runtime_context().get_node_id(), "env_runners": runners}
+        self.placement = {"learner_node_id": ray.get_runtime_context().get_node_id(), "learner_pid": os.getpid(),
+                          "env_runners": runners}
 
     def on_sample_end(self, *, env_runner: Any = None, **_: Any) -> None:
         """In each env runner: fold the chunks of every unfinished episode it has returned into their totals."""

@@ -112,8 +112,9 @@ def test_the_runs_folder_the_command_names_holds_the_run_directory(tmp_path, mon
 
 # --- MPI launch: three ranks under a real mpirun.
 
-def run_mpi(tmp_path: Path, ray_tmp: str, settings: dict | None = None, **env: str) -> subprocess.CompletedProcess:
-    """`mpirun -np 3` of the in-job command, each rank with its own Ray temp dir; each rank reports its own exit."""
+def mpi_job(tmp_path: Path, ray_tmp: str, settings: dict | None = None, **env: str) -> tuple[list[str], dict]:
+    """`mpirun -np 3` of the in-job command, each rank with its own Ray temp dir (ray_tmp/RANK), each reporting its
+    own exit; the command and its environment."""
     if MPIRUN is None:
         pytest.fail("Open MPI is missing: apt-get install -y openmpi-bin (.ci/run does)")
     rank_shell = ('RAY_TMPDIR="$NODES/$OMPI_COMM_WORLD_RANK" "$@"; status=$?; '
@@ -121,9 +122,13 @@ def run_mpi(tmp_path: Path, ray_tmp: str, settings: dict | None = None, **env: s
     command = [MPIRUN, "--allow-run-as-root", "--oversubscribe", "-np", "3", "sh", "-c", rank_shell, "sh",
                *in_job("mpi", 3, tmp_path / "runs", **(settings or {}))]
     nodes = {"NODES": ray_tmp, "AZ_BATCHAI_MPI_MASTER_NODE": "127.0.0.1", "PONG_TRAIN_RAY_PORT": str(free_port())}
+    return command, job_env(tmp_path, **nodes, **env)
+
+
+def run_mpi(tmp_path: Path, ray_tmp: str, settings: dict | None = None, **env: str) -> subprocess.CompletedProcess:
+    command, job_environment = mpi_job(tmp_path, ray_tmp, settings, **env)
     try:
-        return subprocess.run(command, capture_output=True, text=True, timeout=420, cwd=tmp_path,
-                              env=job_env(tmp_path, **nodes, **env))
+        return subprocess.run(command, capture_output=True, text=True, timeout=420, cwd=tmp_path, env=job_environment)
     finally:
         assert_nothing_left(ray_tmp)
 
@@ -154,6 +159,57 @@ def test_mpi_every_rank_exits_when_training_fails_and_the_job_has_its_status(tmp
     assert "needs 51 CPUs" in proc.stderr and "the Ray cluster has 6" in proc.stderr
     assert proc.stderr.count("no Ray auth token") == 1  # said once, by rank 0
     assert run_dirs(tmp_path / "runs") == []
+
+
+def pids_of(marker: str, name: str | None = None) -> list[int]:
+    """The live processes of the Ray node whose RAY_TMPDIR is `marker` (only those called `name`)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and f"RAY_TMPDIR={marker}\0".encode() in (proc / "environ").read_bytes() and (
+                    name is None or (proc / "comm").read_text().strip() == name):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+@needs_mpirun
+@pytest.mark.slow
+def test_mpi_a_worker_ranks_ray_node_dying_leaves_training_to_finish(tmp_path, ray_tmp):
+    """Ray trains on without a lost node (test_multinode); so does the MPI job: the rank whose node died waits for the
+    end like the others, instead of exiting 1, which would make mpirun end the training on rank 0."""
+    from pong_train.loggers import read_metrics
+
+    command, env = mpi_job(tmp_path, ray_tmp, {"stop": {"training_iteration": 12}, "config": {"num_env_runners": 2}})
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+    try:
+        deadline, placement = time.monotonic() + 300, None
+        while placement is None and time.monotonic() < deadline and proc.poll() is None:
+            dirs = run_dirs(tmp_path / "runs")
+            if dirs and (dirs[0] / "placement.json").exists() and len(read_metrics(dirs[0] / "metrics.jsonl")) >= 3:
+                placement = json.loads((dirs[0] / "placement.json").read_text())
+            time.sleep(0.5)
+        assert placement is not None, "training never got going"
+        # A worker rank whose node does not hold the learner: its raylet dies, as when a machine is lost.
+        victim = next(rank for rank in ("1", "2") if placement["learner_pid"] not in pids_of(f"{ray_tmp}/{rank}"))
+        raylets = pids_of(f"{ray_tmp}/{victim}", "raylet")
+        assert raylets, f"no raylet of rank {victim}"
+        for pid in raylets:
+            os.kill(pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=400)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        assert_nothing_left(ray_tmp)
+    assert proc.returncode == 0, (out + err)[-3000:]
+    assert sorted(line for line in out.splitlines() if line.startswith("rank ")) == [
+        "rank 0 exited 0", "rank 1 exited 0", "rank 2 exited 0"]
+    assert f"warning: rank {victim}: this node left the job's Ray cluster" in err
+    [run_dir] = run_dirs(tmp_path / "runs")
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "completed"
+    assert [row["training_iteration"] for row in read_metrics(run_dir / "metrics.jsonl")] == list(range(1, 13))
 
 
 # --- Nodes started by hand, as Azure ML starts them (RayDistribution) and as a rank that cannot join meets them.
@@ -204,7 +260,7 @@ def test_a_rank_that_cannot_join_exits_non_zero_with_one_line(tmp_path, ray_tmp)
         nodes.stop()
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 1, proc.stderr
-    assert len(lines) == 1 and f"rank 1 could not stay in the Ray cluster at {nodes.address}" in lines[0], lines
+    assert len(lines) == 1 and f"rank 1 could not join the Ray cluster at {nodes.address}" in lines[0], lines
     assert "Traceback" not in proc.stderr and SHARED_TOKEN not in proc.stderr
     assert_nothing_left(ray_tmp)
 

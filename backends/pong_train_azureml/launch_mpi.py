@@ -61,7 +61,11 @@ def train_mpi(job: Job, invocation: Invocation, instance_count: int) -> int:
 
 
 def lend_node(head: str, port: int, deadline: float) -> int:
-    """A rank other than 0: join rank 0's cluster and stay until its head goes (training over, whatever its result)."""
+    """A rank other than 0: join rank 0's cluster and stay until its head goes (training over, whatever its result).
+
+    A node that never joins fails the rank. One that joined and then died leaves the rank waiting like the others:
+    Ray trains on without the node, and a rank that exited non-zero would make mpirun end the training on rank 0.
+    """
     if not wait_for(lambda: reachable(head, port), JOIN_TIMEOUT_S):
         raise JoinError(f"rank {rank()}: no Ray head answered at {head}:{port} within {JOIN_TIMEOUT_S} s")
     from ray._common.utils import get_default_ray_temp_dir
@@ -70,13 +74,16 @@ def lend_node(head: str, port: int, deadline: float) -> int:
     # sharing a machine would race for the same socket names in it.
     node = RayNode(f"--address={head}:{port}", f"--temp-dir={get_default_ray_temp_dir()}")
     try:
+        lost = False
         while time.monotonic() < deadline:
-            if not node.running():
-                if gone(head, port):
-                    return 0
-                raise JoinError(f"rank {rank()} could not stay in the Ray cluster at {head}:{port}: {node.why()}")
             if gone(head, port):
                 return 0
+            if not lost and not node.running():
+                if not node.joined():
+                    raise JoinError(f"rank {rank()} could not join the Ray cluster at {head}:{port}: {node.why()}")
+                print(f"warning: rank {rank()}: this node left the job's Ray cluster ({node.why()}); training goes on "
+                      "with the other nodes, and this rank waits for its end", file=sys.stderr)
+                lost = True
             time.sleep(POLL_S)
         print(f"note: rank {rank()} stops waiting for the end of training: the job's time limit is up", file=sys.stderr)
         return 0

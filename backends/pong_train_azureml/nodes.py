@@ -92,6 +92,10 @@ class RayNode:
     def running(self) -> bool:
         return self.proc.poll() is None
 
+    def joined(self) -> bool:
+        """Whether the node came up in the cluster: `ray start` says so once it has joined."""
+        return "Ray runtime started" in self.log.read_text(errors="replace")
+
     def why(self) -> str:
         """Why the node ended: ray start's status and the last line it wrote."""
         if self.running():
