@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -16,6 +17,7 @@ from pong_train.config import TrainConfig, check_algorithm_keys
 from pong_train.errors import UsageError
 from pong_train.metrics import validate_stop
 
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 JOB_FILE = "job.json"
 """The job as the run directory keeps it: what `--resume` and a remote backend read back (`--job FILE`)."""
 
@@ -76,6 +78,13 @@ class Job(BaseModel):
     def _known_env(cls, env: str) -> str:
         as_field_error(validate_env_id, env, field="env")
         return env
+
+    @field_validator("name")
+    @classmethod
+    def _usable_as_a_folder_name(cls, name: Optional[str]) -> Optional[str]:
+        if name is not None:
+            as_field_error(validate_run_name, name, field="name")
+        return name
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -149,6 +158,14 @@ class Invocation:
 
 
 INVOCATION_KEYS = frozenset(field.name for field in dataclasses.fields(Invocation))
+
+
+def validate_run_name(name: str, field: str = "--name") -> str:
+    """A name that can name the run directory, and a cloud backend's datastore folder after it."""
+    if not RUN_NAME.fullmatch(name):
+        raise UsageError(f"{field} {name!r}: use 1-100 letters, digits, dots, underscores or hyphens, starting with a "
+                         "letter or digit (it names the run directory)")
+    return name
 
 
 def as_field_error(check: Any, value: Any, field: str) -> Any:

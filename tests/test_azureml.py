@@ -287,6 +287,8 @@ def test_v1_keeps_the_articles_gpu_head_and_cpu_workers(storage):
         (["--compute", "1cluster"], ["--compute", "starting with a letter"]),
         (["--experiment", "pong run"], ["--experiment 'pong run'", "3-36"]),
         (["--datastore", "my-store"], ["--datastore 'my-store'", "letters, digits and underscores"]),
+        (["--display-name", "two\nlines"], ["--display-name", "no line breaks"]),
+        (["--name", "runs/../x"], ["--name 'runs/../x'", "letters, digits, dots, underscores or hyphens"]),
     ],
 )
 def test_bad_backend_options(storage, args, fragments):

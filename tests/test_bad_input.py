@@ -124,10 +124,11 @@ SAVED_JOB_FAULTS = [
     ({"stop": {"episode_reward_maen": 18}}, ["stop", "episode_reward_maen", "did you mean 'episode_reward_mean'"]),
     ({"env": "PongNoFrameskip-v9"}, ["env", "'PongNoFrameskip-v9' is not an Atari", "did you mean 'PongNoFrameskip-v4'"]),
     ({"config": {"lr": "fast"}}, ["config.lr", "valid number", "fast"]),
+    ({"name": "../elsewhere"}, ["name '../elsewhere'", "letters, digits, dots, underscores or hyphens"]),
 ]
 
 
-@pytest.mark.parametrize("fault, fragments", SAVED_JOB_FAULTS, ids=["stop-metric", "env-id", "type"])
+@pytest.mark.parametrize("fault, fragments", SAVED_JOB_FAULTS, ids=["stop-metric", "env-id", "type", "run-name"])
 def test_a_saved_job_is_checked_as_the_command_line_is(tmp_path, fault, fragments):
     """--job FILE, --resume DIR and an Azure ML node's own command read a job.json: each refuses a bad one in the
     same one line, naming the field, before anything starts."""

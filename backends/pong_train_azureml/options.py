@@ -36,6 +36,8 @@ NAME_RULES: dict[str, tuple[re.Pattern[str], str]] = {
                    "Azure ML experiment names are 3-36 letters, digits, underscores or hyphens, starting with a "
                    "letter or digit"),
     "datastore": (re.compile(r"^[A-Za-z0-9_]{1,255}$"), "Azure ML datastore names are letters, digits and underscores"),
+    "display_name": (re.compile(r"^[^\x00-\x1f\x7f]{1,256}$"),
+                     "Azure ML display names are 1-256 characters, with no control characters (no line breaks)"),
 }
 RAY_PORT = 6379  # the job's Ray head port, either launch; PONG_TRAIN_RAY_PORT overrides MPI's (ranks on one machine)
 RUNS_FOLDER_FLAG = "--azureml-runs-folder"  # the submitted command names it (spec.in_job_command)
@@ -130,7 +132,7 @@ class AzureOptions(BaseModel):
             tags[key] = value
         return tags
 
-    @field_validator("compute", "head_compute", "worker_compute", "experiment", "datastore")
+    @field_validator("compute", "head_compute", "worker_compute", "experiment", "datastore", "display_name")
     @classmethod
     def _service_name(cls, name: Optional[str], info: Any) -> Optional[str]:
         rule, why = NAME_RULES["compute" if info.field_name.endswith("compute") else info.field_name]

@@ -13,7 +13,7 @@ from click.core import ParameterSource
 from pong_train import __version__, config as cfg, user_config
 from pong_train.atari import validate_env_id
 from pong_train.errors import UsageError
-from pong_train.job import Invocation, Job
+from pong_train.job import Invocation, Job, validate_run_name
 from pong_train.metrics import validate_stop
 from pong_train.rundir import resumable_job
 
@@ -139,6 +139,8 @@ def build_job(plugins: Any, params: dict[str, Any], plugin_options: dict[str, An
     checkpoint_freq = params["checkpoint_freq"]
     if checkpoint_freq is None:  # about five minutes of work between checkpoints
         checkpoint_freq = preset.get("checkpoint_freq", math.ceil(300 / max(train_config.min_time_s_per_iteration, 1)))
+    if params["name"] is not None:
+        validate_run_name(params["name"])
     return Job(
         backend=params["backend"], run=params["run"], env=params["env"], config=train_config, stop=stop,
         storage_path=params["storage_path"], checkpoint_freq=checkpoint_freq, checkpoint_keep=params["checkpoint_keep"],
