@@ -32,6 +32,12 @@ REGION_SIZES = [
 ]
 
 
+# The service's documented rules the fake enforces, as the real one refuses what breaks them.
+COMPUTE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,14}[A-Za-z0-9]")
+COMPUTE_NAME_RULE = ("Compute name is invalid. It can include letters, digits and dashes. It must start with a letter, "
+                     "end with a letter or digit, and be between 2 and 16 characters in length.")
+
+
 class FakeCredential:
     """Implements the TokenCredential protocol (get_token). No AAD calls."""
     def __init__(self):
@@ -71,6 +77,7 @@ class FakeAzureMLTransport(HttpTransport):
                           f"Microsoft.MachineLearningServices/workspaces/{ws}")
         self.faults = []            # what inject() queued: answered instead of the service's reply
         self.sizes = list(REGION_SIZES)  # what the workspace's region offers
+        self.quota_vcpus = None     # the subscription's vCPUs per VM family in the region; None: no limit
 
     def inject(self, status=None, code="", message="", match="", times=1, headers=None):
         """Answer the next `times` requests whose "METHOD URL" contains `match` with an error, as the service does:
@@ -184,6 +191,40 @@ class FakeAzureMLTransport(HttpTransport):
             return 201, b"", {**hdrs, "Content-Length": "0", "x-ms-request-server-encrypted": "true"}
         return 400, b"", {"x-ms-error-code": "UnsupportedInFake", "Content-Length": "0"}
 
+    @staticmethod
+    def refuse(code, message):
+        return 400, {"error": {"code": code, "message": message}}, {}
+
+    def size(self, name):
+        return next((s for s in self.sizes if s["name"].lower() == (name or "").lower()), None)
+
+    def compute_refusal(self, name, props):
+        """The service's reply to a compute it refuses to create: a bad name, a size the region lacks."""
+        if not COMPUTE_NAME.fullmatch(name):
+            return self.refuse("ValidationError", COMPUTE_NAME_RULE)
+        vm_size = props.get("properties", {}).get("vmSize")
+        if self.size(vm_size) is None:
+            return self.refuse("BadRequest", f"The specified VM size {vm_size} is not available in location "
+                                             f"{self.location}.")
+        return None
+
+    def job_refusal(self, props):
+        """The service's reply to a job it refuses: more nodes than its cluster's maximum, over the vCPU quota."""
+        compute = self.computes.get(props.get("computeId", "").rsplit("/", 1)[-1])
+        if compute is None:
+            return self.refuse("UserError", "Could not find the compute target of the job.")
+        settings = compute["properties"]["properties"]
+        count = (props.get("resources") or {}).get("instanceCount") or 1
+        if count > settings["scaleSettings"]["maxNodeCount"]:
+            return self.refuse("UserError", f"Requested {count} nodes but AzureMLCompute cluster only has "
+                                            f"{settings['scaleSettings']['maxNodeCount']} maximum node(s).")
+        size = self.size(settings["vmSize"])
+        if self.quota_vcpus is not None and size and count * size["vCPUs"] > self.quota_vcpus:
+            return self.refuse("QuotaExceeded", (
+                f"Operation could not be completed as it results in exceeding approved {size['family']} Cores quota. "
+                f"Current Limit: {self.quota_vcpus}, Additional Required: {count * size['vCPUs']}."))
+        return None
+
     def not_found(self, what):
         return 404, {"error": {"code": "UserError", "message": f"{what} not found (fake)"}}, {}
 
@@ -239,6 +280,9 @@ class FakeAzureMLTransport(HttpTransport):
         m = re.fullmatch(re.escape(ws) + r"/computes/([^/]+)", path, re.I)
         if m and method == "PUT":
             props = body["properties"]
+            refused = self.compute_refusal(m.group(1), props)
+            if refused:
+                return refused
             props["provisioningState"] = "Succeeded"
             self.computes[m.group(1)] = {"properties": props}
             return 200, {**self._arm("computes", m.group(1)), "properties": props, "location": self.location}, {}
@@ -290,6 +334,9 @@ class FakeAzureMLTransport(HttpTransport):
             name = m.group(1)
             if method == "PUT":
                 props = dict(body["properties"])
+                refused = self.job_refusal(props)
+                if refused:
+                    return refused
                 props.setdefault("status", "NotStarted")
                 props["services"] = {"Studio": {"jobServiceType": "Studio",
                                                 "endpoint": f"https://ml.azure.com/runs/{name}?wsid={ws}"}}

@@ -183,3 +183,73 @@ def test_a_job_that_fits_creates_its_cluster_of_an_offered_size_and_is_submitted
     puts = [u for m, u, _ in workspace.requests if m == "PUT"]
     assert any("/computes/fresh" in u for u in puts) and any("/jobs/" in u for u in puts)
     assert "submitted job" in out
+
+
+# -- the fake service refuses what the real one refuses, by the service's documented rules
+
+def test_a_job_over_the_subscriptions_quota_is_one_line_from_the_service(workspace, tmp_path):
+    workspace.quota_vcpus = 8  # the cluster's NC6 nodes have 6 vCPUs each: 2 nodes need 12
+    code, _, err = submit(workspace, tmp_path / "runs")
+    line = the_one_line(code, err)
+    assert code == 1 and "over the subscription's quota" in line and "Current Limit: 8" in line, line
+    assert not any((tmp_path / "runs").iterdir())
+
+
+def test_the_fake_refuses_what_the_service_refuses(workspace):
+    """Straight through the SDK, past pong-train's own checks: the fake applies the service's rules itself."""
+    from azure.ai.ml import MLClient
+    from azure.ai.ml.entities import AmlCompute, CommandJob, JobResourceConfiguration
+    from azure.core.exceptions import HttpResponseError
+
+    client = MLClient(FakeCredential(), workspace.sub, workspace.rg, workspace.ws)
+    refused = {
+        "a compute name that ends with a hyphen": lambda: client.compute.begin_create_or_update(
+            AmlCompute(name="pong-", size="Standard_D4s_v3", max_instances=2)).result(),
+        "a size the region does not offer": lambda: client.compute.begin_create_or_update(
+            AmlCompute(name="pong", size="Standard_NC6s_v9", max_instances=2)).result(),
+        "more nodes than the cluster's maximum": lambda: client.jobs.create_or_update(CommandJob(
+            command="echo", environment="azureml:env@latest", compute="ray-cluster",
+            resources=JobResourceConfiguration(instance_count=5))),
+    }
+    for what, request in refused.items():
+        with pytest.raises(HttpResponseError) as refusal:
+            request()
+        assert refusal.value.status_code == 400, what
+    from azure.core.pipeline.transport import HttpRequest
+
+    unsigned = FakeAzureMLTransport()  # the same service, asked without a token
+    reply = unsigned.send(HttpRequest("GET", f"https://management.azure.com{unsigned.ws_prefix}?api-version=1"))
+    assert reply.status_code == 401
+
+
+@pytest.mark.parametrize("name", ["pong-train", "ab", "a" * 16, "a" * 17, "pong-", "1pong", "p", "pong_train",
+                                  "Pong-2"])
+def test_the_compute_name_rule_is_the_services(name):
+    from fake_azureml import COMPUTE_NAME
+
+    from pong_train.errors import UsageError
+    from pong_train_azureml.options import parse_options
+
+    try:
+        parse_options({"compute": name})
+        accepted = True
+    except UsageError:
+        accepted = False
+    assert accepted == bool(COMPUTE_NAME.fullmatch(name))
+
+
+def test_the_source_is_uploaded_when_the_workspace_lacks_it(workspace, tmp_path):
+    """The upload path, for real: the workspace holds no snapshot of this code, so the SDK uploads every file to the
+    workspace's blob store and registers the code version that the job then names."""
+    workspace.code_snapshots_exist = False
+    code, _, err = submit(workspace, tmp_path / "runs")
+    assert code == 0, err
+    [run_dir] = [d for d in (tmp_path / "runs").iterdir() if d.is_dir()]
+    sent = (run_dir / "azureml" / "upload.txt").read_text().split()
+    uploaded = {key: blob["data"] for key, blob in (workspace.blobs or {}).items() if "/LocalUpload/" in key}
+    missing = [rel for rel in sent if not any(key.endswith("/" + rel) for key in uploaded)]
+    assert sent and missing == [], missing[:5]
+    [job_py] = [data for key, data in uploaded.items() if key.endswith("/pong_train/job.py")]
+    assert job_py == (run_dir / "azureml" / "code" / "pong_train" / "job.py").read_bytes()
+    [job] = [body for method, url, body in workspace.requests if method == "PUT" and "/jobs/" in url]
+    assert "/codes/" in job["properties"]["codeId"]

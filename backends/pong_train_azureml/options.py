@@ -30,8 +30,9 @@ SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|PASSWD|CONNECTION_STRING|SA
 SHM_SIZE = re.compile(r"^(\d+)([kmg])$", re.IGNORECASE)
 # The service's naming rules, checked before anything is contacted: a name it refuses fails only after sign-in.
 NAME_RULES: dict[str, tuple[re.Pattern[str], str]] = {
-    "compute": (re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,15}$"),
-                "Azure ML compute names are 2-16 letters, digits or hyphens, starting with a letter"),
+    "compute": (re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,14}[A-Za-z0-9]$"),
+                "Azure ML compute names are 2-16 letters, digits or hyphens, starting with a letter and ending with "
+                "a letter or digit"),
     "experiment": (re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,35}$"),
                    "Azure ML experiment names are 3-36 letters, digits, underscores or hyphens, starting with a "
                    "letter or digit"),
