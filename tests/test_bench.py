@@ -124,3 +124,29 @@ def test_the_learning_figure_script_draws_the_docs_reports(tmp_path):
                               str(root / "docs" / "learning-impala-b100.json"), "--only", "nothing"],
                              capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "no run to draw" in refused.stderr
+
+
+def test_the_learning_figure_script_takes_a_plain_runs_directory(tmp_path):
+    """A run of the plain `pong-train` command (the README's Time-to-18 runs) is drawn and kept as a report."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from pong_train.config import TrainConfig
+    from pong_train.job import Job
+
+    run_dir = tmp_path / "APPO_PongNoFrameskip-v4_20261205-100000"
+    run_dir.mkdir()
+    Job(backend="local", run="APPO", config=TrainConfig(lr=0.001)).save(run_dir / "job.json")
+    rows = [{"training_iteration": i, "timesteps_total": 1000 * i, "time_total_s": 10.0 * i,
+             "episode_reward_mean": None if i == 1 else -21.0 + 4 * i} for i in range(1, 11)]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    root = Path(__file__).resolve().parent.parent
+    saved = tmp_path / "report.json"
+    proc = subprocess.run([sys.executable, str(root / "scripts" / "learning_figure.py"), str(tmp_path / "c.png"),
+                           f"APPO defaults={run_dir}", "--save", str(saved)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [run] = json.loads(saved.read_text())["runs"]
+    assert run["setting"] == "APPO defaults" and run["config"] == {"run": "APPO", "lr": 0.001}
+    assert run["milestones"]["18.0"] == {"steps": 10_000, "time_s": 100.0} and len(run["curve"]) == 10

@@ -152,7 +152,7 @@ def chart(report: dict[str, Any], out: Path) -> Path:
     for run in report["runs"]:
         curve = [p for p in run["curve"] if p["reward"] is not None]
         label = f"{run['setting']} (seed {run['seed']})" if run["seed"] else run["setting"]
-        style = dict(color=colours[run["setting"]], alpha=0.85, linestyle="-" if run["seed"] % 2 else "--")
+        style = dict(color=colours[run["setting"]], alpha=0.85, linestyle="--" if run["seed"] and run["seed"] % 2 == 0 else "-")
         by_steps.plot([p["steps"] / 1e6 for p in curve], [p["reward"] for p in curve], label=label, **style)
         by_time.plot([p["time_s"] / 60 for p in curve], [p["reward"] for p in curve], **style)
         entropy.plot([p["steps"] / 1e6 for p in run["curve"]], [p["entropy"] for p in run["curve"]], **style)
