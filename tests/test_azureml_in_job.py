@@ -364,7 +364,7 @@ def test_a_killed_job_continues_when_restarted_and_when_resumed(azure_ray_cluste
         wait_for_a_saved_checkpoint(runs, started, driver)
         driver.send_signal(signal.SIGKILL)  # the node is gone: no checkpoint on the way out
         consoles.append(driver.communicate(timeout=30)[0])
-    resumed = resume_command("ray", 3).replace(INSTALL_SOURCE, "true").replace(shlex.quote(IN_JOB_STORAGE),
+    resumed = resume_command().replace(INSTALL_SOURCE, "true").replace(shlex.quote(IN_JOB_STORAGE),
                                                                                  shlex.quote(str(runs)))
     proc = subprocess.run(["bash", "-c", resumed], cwd=tmp_path, capture_output=True, text=True, timeout=400, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -16,12 +16,14 @@ RESUMABLE = ("Failed", "Canceled", "NotResponding")
 RESUMED = " (resumed)"
 
 
-def resume_command(launch: str, instance_count: int) -> str:
-    """The new job's command: the entry point's --resume on the run directory in the mounted datastore folder."""
+def resume_command() -> str:
+    """The new job's command: the entry point's --resume on the run directory in the mounted datastore folder.
+
+    Everything else (the launch, the node count, the training settings) is in that run's job.json.
+    """
     # The first job named its run directory itself; that directory is the only one in the folder.
     find_run_dir = f"set -- {shlex.quote(IN_JOB_STORAGE)}/*/"
-    role = ["--azureml-in-job", launch, "--instance-count", str(instance_count)]
-    return f'{INSTALL_SOURCE} && {find_run_dir} && python -m pong_train --resume "$1" {shlex.join(role)}'
+    return f'{INSTALL_SOURCE} && {find_run_dir} && python -m pong_train --resume "$1"'
 
 
 def resume_spec(old: Any, name: str) -> Any:
@@ -36,7 +38,7 @@ def resume_spec(old: Any, name: str) -> Any:
         code=old.code,
         environment=old.environment,
         compute=old.compute,
-        command=resume_command(old.distribution.type, old.resources.instance_count),
+        command=resume_command(),
         resources=JobResourceConfiguration(instance_count=old.resources.instance_count, shm_size=old.resources.shm_size),
         limits=CommandJobLimits(timeout=old.limits.timeout) if old.limits else None,
         distribution=old.distribution,
