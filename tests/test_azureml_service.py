@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import sys
 from pathlib import Path
 
@@ -68,7 +69,9 @@ def status(transport: FakeAzureMLTransport, job: str = "job-1") -> tuple[int, st
 
 
 def the_one_line(code: int, err: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip() and not line.startswith(("note:", "warning:"))]
+    # Notes, warnings and the steps that were done (connecting, ...) come before it; the error is one line.
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith(("note:", "warning:"))
+             and not re.search(r": done in [\d.]+ s$", line)]
     assert code != 0 and "Traceback" not in err, err
     assert len(lines) == 1 and lines[0].startswith("pong-train: error: "), err
     return lines[0]
@@ -197,8 +200,8 @@ def test_a_job_over_the_subscriptions_quota_is_one_line_from_the_service(workspa
 
 def test_the_fake_refuses_what_the_service_refuses(workspace):
     """Straight through the SDK, past pong-train's own checks: the fake applies the service's rules itself."""
-    from azure.ai.ml import MLClient
-    from azure.ai.ml.entities import AmlCompute, CommandJob, JobResourceConfiguration
+    from azure.ai.ml import MLClient, command
+    from azure.ai.ml.entities import AmlCompute
     from azure.core.exceptions import HttpResponseError
 
     client = MLClient(FakeCredential(), workspace.sub, workspace.rg, workspace.ws)
@@ -207,9 +210,8 @@ def test_the_fake_refuses_what_the_service_refuses(workspace):
             AmlCompute(name="pong-", size="Standard_D4s_v3", max_instances=2)).result(),
         "a size the region does not offer": lambda: client.compute.begin_create_or_update(
             AmlCompute(name="pong", size="Standard_NC6s_v9", max_instances=2)).result(),
-        "more nodes than the cluster's maximum": lambda: client.jobs.create_or_update(CommandJob(
-            command="echo", environment="azureml:env@latest", compute="ray-cluster",
-            resources=JobResourceConfiguration(instance_count=5))),
+        "more nodes than the cluster's maximum": lambda: client.jobs.create_or_update(command(
+            command="echo", environment="azureml:env@latest", compute="ray-cluster", instance_count=5)),
     }
     for what, request in refused.items():
         with pytest.raises(HttpResponseError) as refusal:

@@ -18,6 +18,10 @@ class PrivateUse:
 
 
 PRIVATE_APIS = (
+    PrivateUse("azure.ai.ml.entities", "Command._to_job", "spec.py, resume.py",
+               "jobs.create_or_update submits the `command()` builder and refuses the public CommandJob ('Non "
+               "supported job type'); the CommandJob whose public `dump` writes job.yaml comes from the builder's "
+               "_to_job only"),
     PrivateUse("azure.ai.ml._utils._experimental", "module_logger", "sdk.py",
                "the logger by which azure-ai-ml announces its experimental classes (RayDistribution) on every use; "
                "quieted by its name, which is its module's, since the SDK offers no switch"),

@@ -28,19 +28,20 @@ def resume_command() -> str:
 
 def resume_spec(old: Any, name: str) -> Any:
     """The same code, environment, compute, nodes and datastore folder as job `name` (`old`), resuming its run."""
-    from azure.ai.ml.entities import CommandJob, CommandJobLimits, JobResourceConfiguration
+    from azure.ai.ml import command
 
     runs = (old.outputs or {}).get(RUNS_OUTPUT)
     if runs is None or not getattr(runs, "path", None):
         raise UsageError(f"job {name} keeps no run directory in a datastore (an output named '{RUNS_OUTPUT}'); "
                          "only jobs submitted by this version of pong-train can be resumed")
-    return CommandJob(
+    return command(
         code=old.code,
         environment=old.environment,
         compute=old.compute,
         command=resume_command(),
-        resources=JobResourceConfiguration(instance_count=old.resources.instance_count, shm_size=old.resources.shm_size),
-        limits=CommandJobLimits(timeout=old.limits.timeout) if old.limits else None,
+        instance_count=old.resources.instance_count,
+        shm_size=old.resources.shm_size,
+        timeout=old.limits.timeout if old.limits else None,
         distribution=old.distribution,
         outputs={RUNS_OUTPUT: runs_output(runs.path)},
         experiment_name=old.experiment_name,
@@ -60,7 +61,7 @@ def resume_job(client: Any, name: str, no_wait: bool = False, dry_run: bool = Fa
         raise UsageError(f"job {name} is {status}; only a failed or cancelled job can be resumed ({reason})")
     spec = resume_spec(old, name)
     if dry_run:
-        spec.dump(sys.stdout)
+        spec._to_job().dump(sys.stdout)
         return 0
     created = submit(client, spec)
     return 0 if no_wait else follow(client, created.name)

@@ -152,26 +152,28 @@ def job_timeout(job: Job, opts: AzureOptions) -> int:
 
 
 def command_job(job: Job, opts: AzureOptions, invocation: Invocation, vm_size: str, out_dir: Path) -> Any:
-    """The SDK v2 command job: what `jobs.create_or_update` takes, and what its `dump` writes as job.yaml.
+    """The SDK v2 command: what `jobs.create_or_update` takes (it refuses a CommandJob); its `_to_job()` is the
+    CommandJob whose `dump` writes job.yaml.
 
     The entry point over `instance_count` nodes, Ray started by Azure ML or by MPI; the code and the environment
     are those write_dry_run wrote to `out_dir`, the run directory under pong-train/<the local run directory's name>
     in the datastore.
     """
-    from azure.ai.ml import MpiDistribution, RayDistribution
-    from azure.ai.ml.entities import CommandJob, CommandJobLimits, Environment, JobResourceConfiguration
+    from azure.ai.ml import MpiDistribution, RayDistribution, command
+    from azure.ai.ml.entities import Environment
 
     if opts.launch == "ray":
         distribution = RayDistribution(port=RAY_PORT, include_dashboard=False)
     else:
         distribution = MpiDistribution(process_count_per_instance=1)
-    return CommandJob(
+    return command(
         code=str(out_dir / SNAPSHOT),
         command=in_job_command(invocation),
         environment=Environment(image=opts.image_for(vm_size), conda_file=str(out_dir / "environment.yaml")),
         compute=opts.compute,
-        resources=JobResourceConfiguration(instance_count=opts.instance_count, shm_size=opts.shm_size),
-        limits=CommandJobLimits(timeout=job_timeout(job, opts)),
+        instance_count=opts.instance_count,
+        shm_size=opts.shm_size,
+        timeout=job_timeout(job, opts),
         distribution=distribution,
         experiment_name=opts.experiment,
         display_name=opts.display_name or f"{job.run} {job.env}",
@@ -249,7 +251,7 @@ def write_dry_run(job: Job, opts: AzureOptions, invocation: Invocation, vm_size:
         return spec, None
     spec = out_dir / "job.yaml"
     command = command_job(job, opts, invocation, vm_size, out_dir)
-    command.dump(spec)
+    command._to_job().dump(spec)
     # The SDK always writes the code's absolute path; the spec's own folder is where load_job and az look.
     spec.write_text(yaml.safe_dump({**yaml.safe_load(spec.read_text()), "code": SNAPSHOT}, sort_keys=False))
     return spec, command

@@ -44,13 +44,13 @@ def pong_train_cli_options():
 
 
 @hookimpl
-def pong_train_launch(job):
+def pong_train_launch(job, invocation):
     if job.backend != NAME:
         return None
     # Imported here, not at the top: discovering plugins stays fast for every command.
     from pong_train.training import run_training
 
-    return run_training(job)  # also continues a run: job.resume_dir is set by --resume
+    return run_training(job, invocation)  # also continues a run: --resume sets invocation.resume_dir
 
 
 @hookimpl
