@@ -265,6 +265,7 @@ def test_a_rank_that_cannot_join_exits_non_zero_with_one_line(tmp_path, ray_tmp)
     assert_nothing_left(ray_tmp)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rank", ["0", "1"])
 def test_an_mpi_job_of_several_nodes_without_the_master_node_address_fails_at_once(tmp_path, rank):
     """Without Azure ML's master-node variable a rank would look for rank 0 on its own machine and fail only after

@@ -39,6 +39,7 @@ def assert_refused_for_want_of_a_gpu(proc) -> None:
     assert "GPU" in lines[0] and '"num_gpus": 0' in lines[0], lines[0]
 
 
+@pytest.mark.slow
 def test_article_command_line_is_refused_at_once_for_want_of_a_gpu(storage, no_gpu):
     proc = run_cli("--run", "IMPALA", "--env", "PongNoFrameskip-v4", "--config", ARTICLE_CONFIG,
                    "--stop", ARTICLE_STOP, "--storage-path", str(storage), timeout=60)
@@ -46,11 +47,13 @@ def test_article_command_line_is_refused_at_once_for_want_of_a_gpu(storage, no_g
     assert not storage.exists()
 
 
+@pytest.mark.slow
 def test_article_command_line_is_refused_with_one_line(storage, no_gpu):
     proc = run_cli("--config", ARTICLE_CONFIG, "--stop", ARTICLE_STOP, "--storage-path", str(storage), timeout=60)
     assert_one_line_error(proc, "GPU", '"num_gpus": 0')
 
 
+@pytest.mark.slow
 def test_article_quoted_strings_are_accepted_verbatim(storage, no_gpu):
     # The estimator's script_params add a pair of single quotes around each JSON value.
     proc = run_cli("--run", "IMPALA", "--env", "PongNoFrameskip-v4", "--config", f"'{ARTICLE_CONFIG}'",
@@ -94,6 +97,7 @@ def test_bad_config_file_content(storage, tmp_path):
     assert not storage.exists()
 
 
+@pytest.mark.slow
 def test_unreachable_ray_address_fails_fast(storage):
     proc = run_cli("--preset", "smoke", "--ray-address", f"127.0.0.1:{free_port()}", "--storage-path", str(storage),
                    timeout=60)
@@ -107,6 +111,7 @@ def test_malformed_ray_address(storage, address):
                           "HOST:PORT")
 
 
+@pytest.mark.slow
 def test_unwritable_storage_path(tmp_path):
     a_file = tmp_path / "a-file"
     a_file.write_text("")

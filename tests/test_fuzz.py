@@ -77,6 +77,7 @@ FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCh
                            config_dicts.map(lambda d: json.dumps(d)),
                            st.sampled_from(["1: 2\n", "stop:\n  3: 4\n", "stop: [1]\n", "model: {7: 1}\n",
                                             "lr: 2026-01-01\n", "num_workers: 1\nnum_workers: 2\n"])))
+@pytest.mark.slow
 def test_any_command_line_resolves_or_fails_with_one_line(data, config, stop, env, address, file_text):
     argv = ["--env", env]
     if data.draw(st.booleans()):
@@ -121,6 +122,7 @@ class AzureOptionsOnly:
         return 0
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(options=st.dictionaries(st.sampled_from(sorted(BACKEND_VALUES)), st.none(), max_size=4), data=st.data())
 def test_any_backend_option_is_taken_or_refused_with_one_line(options, data):

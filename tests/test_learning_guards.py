@@ -117,6 +117,7 @@ def test_learner_sees_the_policy_the_env_runner_acted_with(vector_env, run):
     assert not torch.allclose(shifted_logp[real], batch[Columns.ACTION_LOGP][real], atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("run", ["IMPALA", "APPO"])
 def test_repeated_updates_on_real_frames_move_policy_and_value(run):
     """Fifty gradient steps of pong-train's learner on one real batch: the value loss falls and the policy

@@ -126,6 +126,7 @@ SLOPPY_FAILS = {
 }
 
 
+@pytest.mark.slow
 def test_the_suite_fails_a_backend_that_breaks_its_contract(tmp_path):
     site = tmp_path / "site"
     site.mkdir()
