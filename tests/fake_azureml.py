@@ -164,6 +164,7 @@ class FakeAzureMLTransport(HttpTransport):
 
     blobs = None
     code_snapshots_exist = True
+    blob_account_url = "https://fakestorage.blob.core.windows.net"  # BlobStore.url serves it on this machine
 
     def route_blob(self, method, u, q, request):
         """Minimal Azure Blob REST: HEAD/GET properties, PUT blob, PUT ?comp=metadata."""
@@ -258,11 +259,11 @@ class FakeAzureMLTransport(HttpTransport):
         if m and method == "POST":
             name, ver = m.groups()
             container = "azureml-blobstore-fake"
-            blob_uri = f"https://fakestorage.blob.core.windows.net/{container}/LocalUpload/{name}"
+            blob_uri = f"{self.blob_account_url}/{container}/LocalUpload/{name}"
             return 200, {"blobReferenceForConsumption": {
                              "blobUri": blob_uri, "storageAccountArmId": "fake",
                              "credential": {"credentialType": "SAS",
-                                            "sasUri": f"https://fakestorage.blob.core.windows.net/{container}?sv=2021-08-06&sig=fake"}},
+                                            "sasUri": f"{self.blob_account_url}/{container}?sv=2021-08-06&sig=fake"}},
                          "pendingUploadId": name, "pendingUploadType": "TemporaryBlobReference"}, {}
         # the VM sizes of a region
         m = re.fullmatch(rf"/subscriptions/{self.sub}/providers/Microsoft.MachineLearningServices/locations/"
@@ -351,3 +352,58 @@ class FakeAzureMLTransport(HttpTransport):
                 doc["properties"]["status"] = self._advance(name)
                 return 200, doc, {}
         return self.not_found(f"UNHANDLED {method} {url}")
+
+
+class BlobStore:
+    """The workspace's storage account served over HTTP on 127.0.0.1, with the transport's own blob routes.
+
+    The SDK uploads code through a storage client it makes itself, which does not go through the fake transport; the
+    fake hands out this server's path-style URL (http://127.0.0.1:PORT/ACCOUNT/CONTAINER, as Azure's storage emulator
+    has them) instead of the cloud's. Bounded: it answers at most MAX_REQUESTS requests.
+    """
+
+    MAX_REQUESTS = 2000
+
+    def __init__(self, transport):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from types import SimpleNamespace
+
+        store = self
+        self.served = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def serve(self):
+                store.served += 1
+                if store.served > store.MAX_REQUESTS:
+                    self.send_error(503)
+                    return
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                url = urlparse(self.path)
+                request = SimpleNamespace(headers=dict(self.headers.items()), content=body)
+                status, payload, headers = transport.route_blob(self.command, url, parse_qs(url.query), request)
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                self.send_response(status)
+                for key, value in headers.items():
+                    if key.lower() != "content-length":
+                        self.send_header(key, value)
+                self.send_header("Content-Length", headers.get("Content-Length", str(len(data))))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_HEAD = do_DELETE = do_POST = serve
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/fakestorage"
+        transport.blob_account_url = self.url
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()

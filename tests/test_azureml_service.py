@@ -243,8 +243,14 @@ def test_the_compute_name_rule_is_the_services(name):
 def test_the_source_is_uploaded_when_the_workspace_lacks_it(workspace, tmp_path):
     """The upload path, for real: the workspace holds no snapshot of this code, so the SDK uploads every file to the
     workspace's blob store and registers the code version that the job then names."""
+    from fake_azureml import BlobStore
+
     workspace.code_snapshots_exist = False
-    code, _, err = submit(workspace, tmp_path / "runs")
+    store = BlobStore(workspace)
+    try:
+        code, _, err = submit(workspace, tmp_path / "runs")
+    finally:
+        store.close()
     assert code == 0, err
     [run_dir] = [d for d in (tmp_path / "runs").iterdir() if d.is_dir()]
     sent = (run_dir / "azureml" / "upload.txt").read_text().split()
