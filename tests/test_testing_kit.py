@@ -10,6 +10,8 @@ import sys
 import tomllib
 import xml.etree.ElementTree as ET
 
+import pytest
+
 from conftest import REPO
 from pong_train import hookimpl
 from pong_train.job import Backend, Invocation, Job, ResultLogger, Run
