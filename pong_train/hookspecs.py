@@ -8,6 +8,7 @@ from pong_train import hookspec
 
 if TYPE_CHECKING:
     import click
+    from pydantic import BaseModel
 
     from pong_train.job import Backend, Invocation, Job, ResultLogger, Run
 
@@ -28,16 +29,23 @@ def pong_train_backends() -> list[Backend]:
 
 
 @hookspec
-def pong_train_cli_options() -> list[click.Option]:
+def pong_train_cli_options() -> list[click.Option | type[BaseModel]]:
     """Add options to the training command line.
 
     When: once per command, before the command line is parsed.
     Process: the `pong-train` command's own process.
 
-    :return: a list of :class:`click.Option`. Their values reach the backend as
-        ``job.options[<parameter name>]``. Name options after the plugin (``--azureml-...``)
-        unless they are the plugin's main vocabulary; a clash with a core option is an error.
-        Options are listed in ``--help`` under the plugin's name.
+    :return: a list holding the plugin's options model, a pydantic model class whose fields
+        are annotated with :class:`pong_train.plugin_options.Flag` (``Annotated[int,
+        Flag("--mine-nodes")] = 2``; the field's docstring is the option's help): the core
+        builds the options from it, validates the values with it (one line naming the flag,
+        exit 2, for a value it refuses) and keeps them as ``job.options[<plugin name>]``, a
+        dict by field name, so ``Model.model_validate(job.options[<plugin name>])`` gives them
+        back typed. Or a list of :class:`click.Option`, whose values are kept as given, as
+        ``job.options[<plugin name>][<parameter name>]``. Name options after the plugin
+        (``--azureml-...``) unless they are the plugin's main vocabulary; a clash with a core
+        option is an error. Options are listed in ``--help`` under the plugin's name; beside
+        ``--resume`` and ``--job`` the ones given are laid over the saved job's.
 
     All plugins are called.
     """

@@ -61,15 +61,19 @@ class Job(BaseModel):
     """How many of the latest checkpoints to keep."""
     name: Optional[str] = None
     """Experiment name; the run directory is named after it."""
-    options: dict[str, Any] = Field(default_factory=dict)
-    """Values of the command-line options that plugins added, by parameter name."""
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """The options plugins added, by plugin name: as the plugin's options model validated them (by field name), or
+    as click gave them (by parameter name) for options declared one by one."""
 
     @model_validator(mode="before")
     @classmethod
     def _older_job_files(cls, data: Any) -> Any:
-        # Job files of pong-train 0.1 also kept how their command ran them; that is the Invocation's now.
+        # Job files of pong-train 0.1 also kept how their command ran them (the Invocation's now), and the plugins'
+        # options by parameter name alone, which cannot be told apart by plugin: those take their defaults.
         if isinstance(data, dict) and INVOCATION_KEYS & data.keys():
             data = {key: value for key, value in data.items() if key not in INVOCATION_KEYS}
+        if isinstance(data, dict) and isinstance(data.get("options"), dict):
+            data = {**data, "options": {k: v for k, v in data["options"].items() if isinstance(v, dict)}}
         return data
 
     # The same checks as the command line's, so a job file (--job, --resume, a cloud node) is refused alike.

@@ -47,6 +47,8 @@ class PluginManager(pluggy.PluginManager):
         self.broken: list[BrokenPlugin] = []
         self._distributions: dict[str, tuple[str, str]] = {}
         self._backends: dict[str, tuple[Backend, str]] | None = None
+        self.option_models: dict[str, type] = {}
+        """Plugin name -> the pydantic model its options were declared as (`pong_train_cli_options`)."""
 
     def load_installed(self) -> None:
         """Every plugin of the entry-point group, one by one: a broken one is set aside, not fatal."""

@@ -41,18 +41,31 @@ def dry_run(storage: Path, *extra: str, env: dict | None = None):
                    "--instance-count", "4", "--storage-path", str(storage), *extra, env=env, timeout=120)
 
 
-def backend_job(storage: Path, *backend_args: str, config: dict | None = None) -> Job:
-    """A job as the core hands it to the backend, built without the core's CLI: the smoke preset's settings (and
-    `config` over them), the backend's options as click parses `backend_args`."""
+def azureml_options(*backend_args: str) -> dict:
+    """The backend's options as the core keeps them in a job: click parses `backend_args` with the options the core
+    makes of the backend's model, and the model validates them."""
+    from types import SimpleNamespace
+
     import click
 
+    from pong_train.cli.train import by_plugin, plugin_options
+    from pong_train.plugin_options import click_options
+    from pong_train_azureml.options import AzureOptions
+
+    params = click_options(AzureOptions, "azureml")
+    raw = click.Command("c", params=params).make_context("c", list(backend_args)).params
+    return plugin_options(SimpleNamespace(option_models={"azureml": AzureOptions}),
+                          by_plugin({param.name: "azureml" for param in params}, raw))
+
+
+def backend_job(storage: Path, *backend_args: str, config: dict | None = None) -> Job:
+    """A job as the core hands it to the backend, built without the core's CLI: the smoke preset's settings (and
+    `config` over them), the backend's options as the command line gives `backend_args`."""
     from pong_train.config import PRESETS, TrainConfig
-    from pong_train_azureml.options import cli_options
 
     smoke = PRESETS["smoke"]
-    options = click.Command("c", params=cli_options()).make_context("c", list(backend_args)).params
     return Job(backend="azureml", config=TrainConfig(**{**smoke["config"], **(config or {})}), stop=smoke["stop"],
-               storage_path=storage, options=options)
+               storage_path=storage, options=azureml_options(*backend_args))
 
 
 def node_job(run_dir: Path) -> Job:
@@ -82,7 +95,7 @@ def test_dry_run_writes_a_job_that_load_job_reads_back(storage, monkeypatch):
     nodes = node_job(run_dir)
     assert nodes.config.num_gpus_per_learner == 1 and nodes.config.num_env_runners == 13  # translated once, here
     assert nodes.stop == json.loads(ARTICLE_STOP)
-    assert nodes.options["azureml_in_job"] == "ray" and nodes.options["instance_count"] == 4
+    assert nodes.options["azureml"]["in_job"] == "ray" and nodes.options["azureml"]["instance_count"] == 4
     assert str(nodes.storage_path) == "${{outputs.runs}}"
     runs = job.outputs["runs"]
     assert runs.mode == "rw_mount" and runs.type == "uri_folder"
@@ -238,7 +251,7 @@ def test_mpi_launch_and_forwarded_variables(storage):
     assert proc.returncode == 0, proc.stderr
     [run_dir] = run_dirs(storage)
     job = load_job(run_dir / "azureml" / "job.yaml")._to_job()
-    assert job.distribution.type == "mpi" and node_job(run_dir).options["azureml_in_job"] == "mpi"
+    assert job.distribution.type == "mpi" and node_job(run_dir).options["azureml"]["in_job"] == "mpi"
     assert job.environment_variables["PONG_TRAIN_EXAMPLE"] == "forwarded"
     assert "OTHER_VARIABLE" not in job.environment_variables
 
@@ -306,30 +319,27 @@ def test_two_submissions_of_one_run_name_get_two_datastore_folders(tmp_path):
 
 
 def test_every_default_name_passes_the_services_naming_rules():
-    from pong_train_azureml.options import NAME_RULES, parse_options
+    from pong_train_azureml.options import NAME_RULES, azure_options
 
-    defaults = parse_options({})
+    defaults = azure_options({})
     for field in ("compute", "head_compute", "worker_compute", "experiment", "datastore"):
         rule, _ = NAME_RULES["compute" if field.endswith("compute") else field]
         assert rule.match(getattr(defaults, field)), field
 
 
 def test_options_are_declared_once_and_survive_the_job_file(tmp_path, monkeypatch):
-    import click
-
-    from pong_train_azureml.options import cli_options, parse_options
+    from pong_train_azureml.options import azure_options
 
     monkeypatch.setenv("PONG_TRAIN_EXAMPLE", "forwarded")
-    command = click.Command("c", params=cli_options())
-    given = command.make_context("c", ["--workspace-config", str(tmp_path / "config.json"), "--tag", "a=b=c",
-                                       "--env-var", "PONG_TRAIN_EXAMPLE", "--azureml-in-job", "mpi"]).params
-    opts = parse_options(given)
+    given = azureml_options("--workspace-config", str(tmp_path / "config.json"), "--tag", "a=b=c",
+                            "--env-var", "PONG_TRAIN_EXAMPLE", "--azureml-in-job", "mpi")
+    opts = azure_options(given)
     assert opts.tags == {"a": "b=c"} and opts.env_vars == {"PONG_TRAIN_EXAMPLE": "forwarded"}
     assert opts.in_job == "mpi" and opts.workspace_config == tmp_path / "config.json"
-    assert parse_options(json.loads(json.dumps(given, default=str))) == opts  # as a JSON job file keeps them
+    assert azure_options(json.loads(json.dumps(given))) == opts  # as a JSON job file keeps them, typed again
     # Missing options take the declared defaults, the same as the command line's.
-    assert parse_options({}) == parse_options(command.make_context("c", []).params)
-    assert parse_options({}).max_instances == 2 and parse_options({}).head_compute == "pong-train"
+    assert azure_options({}) == azure_options(azureml_options())
+    assert azure_options({}).max_instances == 2 and azure_options({}).head_compute == "pong-train"
 
 
 def test_backend_option_without_its_backend_is_refused(storage):
@@ -365,11 +375,11 @@ def test_missing_extra_names_the_install_command(storage, tmp_path):
 def submit_with(transport: FakeAzureMLTransport, *backend_args: str, no_wait: bool = False,
                 config: dict | None = None) -> int:
     from pong_train_azureml import submit_and_follow
-    from pong_train_azureml.options import parse_options
+    from pong_train_azureml.options import azure_options
 
     job = backend_job(transport.storage, "--compute", "ray-cluster", "--instance-count", "4", *backend_args,
                       *(["--no-wait"] * no_wait), config=config)
-    return submit_and_follow(job, parse_options(job.options), client_of(transport))
+    return submit_and_follow(job, azure_options(job.options), Invocation(), client_of(transport))
 
 
 def client_of(transport: FakeAzureMLTransport):
@@ -419,8 +429,8 @@ def test_submit_sends_the_job_file_with_the_code(service):
     assert submit_with(service, "--azureml-launch", "mpi", no_wait=True, config={"lr": 0.00042}) == 0
     [run_dir] = run_dirs(service.storage)
     nodes = node_job(run_dir)
-    assert nodes.config.lr == 0.00042 and nodes.options["azureml_in_job"] == "mpi"
-    assert "no_wait" not in nodes.options and "workspace_config" not in nodes.options  # the submitter's own
+    assert nodes.config.lr == 0.00042 and nodes.options["azureml"]["in_job"] == "mpi"
+    assert "no_wait" not in nodes.options["azureml"] and "workspace_config" not in nodes.options["azureml"]
     code = run_dir / "azureml" / "code"
     # The code the SDK submitted is that folder: it asked the service for a snapshot with the folder's hash.
     asked = [parse_qs(urlparse(u).query).get("hash") for m, u, b in service.requests if "/codes/" in u]

@@ -42,14 +42,14 @@ def node_args(launch: str, instance_count: int, storage: Path, stop: dict | None
     over it (and any other Job field given); the runs output's mount point is `storage`."""
     from pong_train.config import PRESETS, TrainConfig
     from pong_train.job import Job
-    from pong_train_azureml.options import RUNS_FOLDER_FLAG, parse_options
+    from pong_train_azureml.options import RUNS_FOLDER_FLAG, azure_options
     from pong_train_azureml.spec import node_job
 
     smoke = PRESETS["smoke"]
     job = Job(backend="azureml", config=TrainConfig(**{**smoke["config"], **(config or {})}),
-              stop=stop or smoke["stop"], options={"azureml_launch": launch, "instance_count": instance_count},
+              stop=stop or smoke["stop"], options={"azureml": {"launch": launch, "instance_count": instance_count}},
               **job_fields)
-    job_file = node_job(job, parse_options(job.options)).save(storage.parent / f"job-{launch}.json")
+    job_file = node_job(job, azure_options(job.options)).save(storage.parent / f"job-{launch}.json")
     return ["--job", str(job_file), RUNS_FOLDER_FLAG, str(storage)]
 
 
@@ -97,17 +97,17 @@ def test_the_runs_folder_the_command_names_holds_the_run_directory(tmp_path, mon
     they record (what `azureml resume` continues, on a mount point of its own) names none."""
     from pong_train.job import Invocation, Job
     from pong_train_azureml import in_job as role
-    from pong_train_azureml.options import parse_options
+    from pong_train_azureml.options import azure_options
 
     started = []
     monkeypatch.setattr(role, "train_ray_launch", lambda job, invocation, count: started.append((job, count)) or 0)
     args = node_args("ray", 2, tmp_path / "mounted")
     job = Job.load(Path(args[1]))
-    job.options["azureml_runs_folder"] = Path(args[3])  # as the core lays the command's options over the file's
-    assert role.run_in_job(job, parse_options(job.options), Invocation()) == 0
+    job.options["azureml"]["runs_folder"] = args[3]  # as the core lays the command's options over the file's
+    assert role.run_in_job(job, azure_options(job.options), Invocation()) == 0
     [(trained, instance_count)] = started
     assert trained.storage_path == tmp_path / "mounted" and instance_count == 2
-    assert "azureml_runs_folder" not in trained.options and trained.options["azureml_in_job"] == "ray"
+    assert trained.options["azureml"]["runs_folder"] is None and trained.options["azureml"]["in_job"] == "ray"
 
 
 # --- MPI launch: three ranks under a real mpirun.

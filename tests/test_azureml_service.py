@@ -230,10 +230,10 @@ def test_the_compute_name_rule_is_the_services(name):
     from fake_azureml import COMPUTE_NAME
 
     from pong_train.errors import UsageError
-    from pong_train_azureml.options import parse_options
+    from pong_train_azureml.options import azure_options
 
     try:
-        parse_options({"compute": name})
+        azure_options({"azureml": {"compute": name}})
         accepted = True
     except UsageError:
         accepted = False

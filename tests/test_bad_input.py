@@ -151,7 +151,7 @@ def test_a_saved_job_is_checked_as_the_command_line_is(tmp_path, fault, fragment
     local = Job(backend="local", stop={"timesteps_total": 1000}, storage_path=tmp_path / "runs")
     run_dir = tmp_path / "runs" / "earlier_run"
     node = Job(backend="azureml", stop={"timesteps_total": 1000}, storage_path=Path("runs"),
-               options={"azureml_in_job": "ray", "instance_count": 1})
+               options={"azureml": {"in_job": "ray", "instance_count": 1}})
     for args in (["--job", spoiled(local, tmp_path / "job.json")],
                  ["--resume", str(Path(spoiled(local, run_dir / "job.json")).parent)],
                  ["--job", spoiled(node, tmp_path / "node" / "job.json"), RUNS_FOLDER_FLAG, str(tmp_path / "out")]):

@@ -116,9 +116,9 @@ class AzureOptionsOnly:
 
     @hookimpl(tryfirst=True)
     def pong_train_launch(self, job):
-        from pong_train_azureml.options import parse_options
+        from pong_train_azureml.options import azure_options
 
-        parse_options(job.options)
+        azure_options(job.options)
         return 0
 
 

@@ -79,7 +79,7 @@ def pong_train_launch(job, invocation):
 def pong_train_result_loggers(run):
     if run.job.backend != "thirdparty":
         return []
-    return [TaggedLogger(run.run_dir / "thirdparty.jsonl", run.job.options["thirdparty_tag"])]
+    return [TaggedLogger(run.run_dir / "thirdparty.jsonl", run.job.options["thirdparty"]["thirdparty_tag"])]
 '''
 
 
@@ -160,7 +160,7 @@ def test_third_party_backend_trains_and_a_failing_logger_loses_nothing(third_par
     assert len([line for line in proc.stdout.splitlines() if line.startswith("iter ")]) == 4
     record = json.loads((run_dir / "run.json").read_text())
     assert (record["backend"], record["status"]) == ("thirdparty", "completed")
-    assert Job.load(run_dir / "job.json").options["thirdparty_tag"] == "hello"
+    assert Job.load(run_dir / "job.json").options["thirdparty"] == {"thirdparty_tag": "hello"}  # under its name
 
 
 @pytest.mark.parametrize("backend", ["local", "azureml", "thirdparty"])
@@ -560,7 +560,7 @@ def drive_launch(recorder: Recorder, tmp_path: Path) -> None:
     assert code == 0, err
     [(job, invocation)] = [(kwargs["job"], kwargs["invocation"]) for hook, kwargs in recorder.calls
                            if hook == "pong_train_launch"]
-    assert job.backend == "recorded" and job.options["recorder_note"] == "hi" and invocation.hook is not None
+    assert job.backend == "recorded" and job.options["recorder"]["recorder_note"] == "hi" and invocation.hook is not None
 
 
 def drive_result_loggers(recorder: Recorder, tmp_path: Path) -> None:

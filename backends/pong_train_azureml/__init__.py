@@ -14,10 +14,10 @@ import click
 from pong_train import hookimpl
 from pong_train.errors import UsageError
 from pong_train.job import Backend, Invocation, Job, ResultLogger, Run
-from pong_train_azureml.options import cli_options, parse_options
+from pong_train_azureml.options import PLUGIN, AzureOptions, azure_options
 from pong_train_azureml.sdk import require_sdk
 
-NAME = "azureml"
+NAME = PLUGIN
 
 
 @hookimpl
@@ -26,8 +26,8 @@ def pong_train_backends() -> list[Backend]:
 
 
 @hookimpl
-def pong_train_cli_options() -> list[click.Option]:
-    return cli_options()
+def pong_train_cli_options() -> list[type[AzureOptions]]:
+    return [AzureOptions]
 
 
 @hookimpl
@@ -41,7 +41,7 @@ def pong_train_cli_commands() -> list[click.Command]:
 def pong_train_launch(job: Job, invocation: Invocation) -> int | None:
     if job.backend != NAME:
         return None
-    opts = parse_options(job.options)
+    opts = azure_options(job.options)
     if opts.in_job:
         require_sdk("mlflow", "azureml.mlflow")
         from pong_train_azureml.in_job import run_in_job
@@ -101,7 +101,7 @@ def submit_and_follow(job: Job, opts: Any, invocation: Invocation, client: Any) 
 @hookimpl
 def pong_train_result_loggers(run: Run) -> list[ResultLogger]:
     # Inside the job Azure ML points MLflow at the job's run; the core keeps the console line and metrics.jsonl.
-    if run.job.backend != NAME or not parse_options(run.job.options).in_job:
+    if run.job.backend != NAME or not azure_options(run.job.options).in_job:
         return []
     from pong_train.loggers import MlflowLogger, run_params
 

@@ -7,7 +7,8 @@ from typing import Any, Callable
 
 import click
 
-from pong_train_azureml.options import declarations, parse_options
+from pong_train.plugin_options import declarations, validated
+from pong_train_azureml.options import AzureOptions
 from pong_train_azureml.sdk import require_sdk
 
 WORKSPACE_FIELDS = ("workspace_config", "subscription", "resource_group", "workspace")
@@ -15,7 +16,7 @@ WORKSPACE_FIELDS = ("workspace_config", "subscription", "resource_group", "works
 
 def with_workspace(command: Callable[..., Any]) -> Callable[..., Any]:
     """Add the backend's own workspace options (the same declarations as `--backend azureml` has)."""
-    for _, decls, settings in reversed(declarations(*WORKSPACE_FIELDS)):
+    for _, decls, settings in reversed(declarations(AzureOptions, *WORKSPACE_FIELDS)):
         command = click.option(*decls, **settings)(command)
     return command
 
@@ -24,7 +25,7 @@ def client_for(**workspace: Any) -> tuple[Any, Any]:
     import pong_train_azureml.service as service
 
     require_sdk("azure.ai.ml", "azure.identity")
-    return service, service.ml_client(parse_options(workspace))
+    return service, service.ml_client(validated(AzureOptions, workspace))
 
 
 @click.group("azureml")

@@ -12,7 +12,7 @@ from pong_train.rundir import resumable_job, run_status
 from pong_train_azureml.launch_mpi import train_mpi
 from pong_train_azureml.launch_ray import train_ray_launch
 from pong_train_azureml.nodes import rank
-from pong_train_azureml.options import AzureOptions, param_names
+from pong_train_azureml.options import PLUGIN, AzureOptions
 
 
 def run_in_job(job: Job, opts: AzureOptions, invocation: Invocation) -> int:
@@ -23,9 +23,8 @@ def run_in_job(job: Job, opts: AzureOptions, invocation: Invocation) -> int:
     if opts.runs_folder is not None:
         # The run directory goes under the mount point the command named; the recorded job (what `azureml resume`
         # continues) keeps none: a resumed job's mount point is its own, the run directory's parent.
-        param = param_names()["runs_folder"]
-        job = job.model_copy(update={"storage_path": opts.runs_folder,
-                                     "options": {k: v for k, v in job.options.items() if k != param}})
+        recorded = opts.model_copy(update={"runs_folder": None}).model_dump(mode="json")
+        job = job.model_copy(update={"storage_path": opts.runs_folder, "options": {**job.options, PLUGIN: recorded}})
         earlier = earlier_attempt(opts.runs_folder)
         if earlier is not None:
             job = continued(job, earlier)

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 
 from pong_train.errors import NodeError
 from pong_train.job import Job
-from pong_train_azureml.options import parse_options
+from pong_train_azureml.options import azure_options
 from pong_train_azureml.spec import job_timeout
 
 HEAD_RESOURCE = "node:__internal_head__"  # the resource Ray gives its head node, and no other
@@ -40,7 +40,7 @@ def rank() -> int:
 
 def job_deadline(job: Job) -> float:
     """When Azure ML ends the job anyway (its time limit): what bounds every wait for the end of training."""
-    return time.monotonic() + job_timeout(job, parse_options(job.options))
+    return time.monotonic() + job_timeout(job, azure_options(job.options))
 
 
 def reachable(host: str, port: int) -> bool:

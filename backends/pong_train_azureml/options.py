@@ -1,18 +1,21 @@
-"""The azureml backend's options, each declared once: a field of AzureOptions with its flag, default and help."""
+"""The azureml backend's options, each declared once: a field of AzureOptions with its flag, default and help; the
+core makes the command line's options from the model and keeps their values in the job under the plugin's name."""
 
 from __future__ import annotations
 
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, get_args, get_origin
+from typing import Annotated, Any, Literal, Optional
 
 import click
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
-from pydantic.fields import FieldInfo
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from pong_train.errors import UsageError
+from pong_train.plugin_options import Flag, validated
 
+PLUGIN = "azureml"
+"""The plugin's name (its entry point's): the job keeps its options as job.options[PLUGIN]."""
 DEFAULT_EXPERIMENT = "rllib-pong-multi-node"
 GPU_VM_SIZE = "Standard_NC4as_T4_v3"
 CPU_VM_SIZE = "Standard_D4s_v3"
@@ -48,14 +51,6 @@ def is_gpu_size(vm_size: str) -> bool:
     return bool(GPU_FAMILY.match(vm_size))
 
 
-class Flag:
-    """How a field of AzureOptions appears on the command line: its flags and click's own settings for it."""
-
-    def __init__(self, *decls: str, **settings: Any) -> None:
-        self.decls = list(decls)
-        self.settings = settings
-
-
 class AzureOptions(BaseModel):
     """The azureml backend's settings; each field is one command-line option, its docstring the option's help."""
 
@@ -81,7 +76,7 @@ class AzureOptions(BaseModel):
     """Experiment name."""
     display_name: Annotated[Optional[str], Flag("--display-name")] = None
     """Display name of the job."""
-    tags: Annotated[dict[str, str], Flag("--tag", "tags", multiple=True, metavar="KEY=VALUE")] = {}
+    tags: Annotated[dict[str, str], Flag("--tag", multiple=True, metavar="KEY=VALUE")] = {}
     """Job tag (repeatable)."""
     compute: Annotated[str, Flag("--compute")] = "pong-train"
     """Compute cluster: reused if present, created if missing."""
@@ -113,7 +108,7 @@ class AzureOptions(BaseModel):
     """Shared memory per node (at least 8g)."""
     timeout: Annotated[Optional[int], Flag("--timeout", type=click.IntRange(min=60))] = None
     """Job time limit in seconds [default: the stop's time_total_s plus 30 minutes, else 24 h]."""
-    env_vars: Annotated[dict[str, str], Flag("--env-var", "env_vars", multiple=True, metavar="NAME")] = {}
+    env_vars: Annotated[dict[str, str], Flag("--env-var", multiple=True, metavar="NAME")] = {}
     """Forward this environment variable to the job (repeatable); nothing is forwarded unnamed."""
     in_job: Annotated[Optional[Literal["ray", "mpi"]], Flag("--azureml-in-job", hidden=True)] = None
     """Set in the submitted job: this process runs inside the Azure ML job."""
@@ -193,52 +188,6 @@ class AzureOptions(BaseModel):
         return self.image or (GPU_IMAGE if is_gpu_size(vm_size) else CPU_IMAGE)
 
 
-def click_settings(field: FieldInfo, flag: Flag) -> dict[str, Any]:
-    """click's settings for one field: a flag for a bool, choices for a Literal, help from the docstring."""
-    settings: dict[str, Any] = {"help": field.description}
-    annotation = field.annotation
-    if get_origin(annotation) is not Literal:  # Optional[Literal[...]]
-        annotation = next((arg for arg in get_args(annotation) if get_origin(arg) is Literal), annotation)
-    if field.annotation is bool:
-        settings["is_flag"] = True
-    elif get_origin(annotation) is Literal:
-        settings["type"] = click.Choice(get_args(annotation))
-    settings.update(flag.settings)
-    if field.default is not None and not settings.get("is_flag") and not settings.get("multiple"):
-        settings.update(default=field.default, show_default=True)
-    return settings
-
-
-def declarations(*names: str) -> list[tuple[str, list[str], dict[str, Any]]]:
-    """(field name, flags, click settings) of the named fields, or of every field, in declaration order."""
-    fields = AzureOptions.model_fields
-    found = []
-    for name in names or fields:
-        flag = next(meta for meta in fields[name].metadata if isinstance(meta, Flag))
-        found.append((name, flag.decls, click_settings(fields[name], flag)))
-    return found
-
-
-def cli_options(*names: str) -> list[click.Option]:
-    """Fresh click options for the named fields, or for all (the core labels and registers what it is given)."""
-    return [click.Option(decls, **settings) for _, decls, settings in declarations(*names)]
-
-
-def param_names() -> dict[str, str]:
-    """Field name -> the name click gives its option's value (`--azureml-launch` -> `azureml_launch`)."""
-    return {field: option.name for field, option in zip(AzureOptions.model_fields, cli_options())}
-
-
-def parse_options(options: dict[str, Any]) -> AzureOptions:
-    """Validate the raw option values, keyed as click names them; bad ones raise UsageError (one line, exit 2).
-
-    Options missing from `options` take their declared defaults.
-    """
-    names = param_names()
-    given = {field: options[param] for field, param in names.items() if param in options}
-    try:
-        return AzureOptions.model_validate(given)
-    except ValidationError as err:
-        first = err.errors()[0]
-        flag = cli_options(str(first["loc"][0]))[0].opts[0] if first["loc"] else "the azureml options"
-        raise UsageError(f"{flag} {first.get('input')!r}: {first['msg']}") from None
+def azure_options(job_options: dict[str, Any]) -> AzureOptions:
+    """The backend's options as a job keeps them (`job.options["azureml"]`), typed; missing ones take their defaults."""
+    return validated(AzureOptions, job_options.get(PLUGIN, {}))  # type: ignore[return-value]

@@ -17,8 +17,7 @@ from pong_train.config import check_gpus
 from pong_train.errors import UsageError
 from pong_train.job import JOB_FILE, Invocation, Job
 from pong_train_azureml.environment import conda_spec, pinned_requirements
-from pong_train_azureml.options import (RAY_PORT, RUNS_FOLDER_FLAG, AzureOptions,
-                                        is_gpu_size, param_names)
+from pong_train_azureml.options import PLUGIN, RAY_PORT, RUNS_FOLDER_FLAG, AzureOptions, is_gpu_size
 
 # The job's named output that holds the run directory: a datastore folder that outlives the job, so a stopped job
 # can be resumed (resume.py); Azure ML puts the folder's mount point in place of the binding, in the command only.
@@ -78,11 +77,9 @@ def node_job(job: Job, opts: AzureOptions) -> Job:
     It writes under the job's `runs` output (v1: its outputs/ folder); the binding stands in for the mount point,
     which the command names (in_job_command). How the nodes run it (their Ray cluster, --debug) is their own.
     """
-    names = param_names()
-    options = {param: value for param, value in job.options.items() if param not in {names[f] for f in SUBMIT_ONLY}}
-    options[names["in_job"]] = opts.launch
+    launched = opts.model_copy(update={"in_job": opts.launch}).model_dump(mode="json", exclude=set(SUBMIT_ONLY))
     storage = V1_STORAGE if opts.sdk == "v1" else IN_JOB_STORAGE
-    return job.model_copy(update={"storage_path": Path(storage), "options": options})
+    return job.model_copy(update={"storage_path": Path(storage), "options": {**job.options, PLUGIN: launched}})
 
 
 def write_snapshot(job: Job, opts: AzureOptions, code: Path) -> None:

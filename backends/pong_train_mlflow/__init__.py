@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from typing import Annotated, Optional
 
-import click
+from pydantic import BaseModel, ConfigDict
 
 from pong_train import hookimpl
 from pong_train.errors import UsageError
 from pong_train.job import ResultLogger, Run
 from pong_train.loggers import MlflowLogger, run_params
+from pong_train.plugin_options import Flag
+
+PLUGIN = "mlflow"
+"""The plugin's name (its entry point's): the job keeps its options as job.options[PLUGIN]."""
 
 # What a bare `--mlflow` stands for: the store MLflow itself reads by default.
 MLFLOW_DEFAULT = ""
@@ -47,22 +52,28 @@ def default_tracking_uri() -> str:
     return uri
 
 
+class MlflowOptions(BaseModel):
+    """The plugin's options; each field one command-line option, its docstring the option's help."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    uri: Annotated[Optional[str], Flag("--mlflow", is_flag=False, flag_value=MLFLOW_DEFAULT, metavar="[URI]")] = None
+    """Log params and every result to MLflow: to URI or folder, or alone to MLflow's default store
+    (MLFLOW_TRACKING_URI, else ./mlflow.db), which mlflow.search_runs() and `mlflow ui` read from this folder."""
+    experiment: Annotated[Optional[str], Flag("--mlflow-experiment", metavar="NAME")] = None
+    """MLflow experiment for --mlflow [default: MLflow's own: MLFLOW_EXPERIMENT_NAME, else Default, the one a plain
+    mlflow.search_runs() reads]."""
+
+
 @hookimpl
-def pong_train_cli_options() -> list[click.Option]:
-    return [
-        click.Option(["--mlflow"], is_flag=False, flag_value=MLFLOW_DEFAULT, default=None, metavar="[URI]",
-                     help="Log params and every result to MLflow: to URI or folder, or alone to MLflow's "
-                          "default store (MLFLOW_TRACKING_URI, else ./mlflow.db), which mlflow.search_runs() "
-                          "and `mlflow ui` read from this folder."),
-        click.Option(["--mlflow-experiment"], metavar="NAME",
-                     help="MLflow experiment for --mlflow [default: MLflow's own: MLFLOW_EXPERIMENT_NAME, "
-                          "else Default, the one a plain mlflow.search_runs() reads]."),
-    ]
+def pong_train_cli_options() -> list[type[MlflowOptions]]:
+    return [MlflowOptions]
 
 
 @hookimpl
 def pong_train_result_loggers(run: Run) -> list[ResultLogger]:
-    uri = run.job.options.get("mlflow")
+    options = MlflowOptions.model_validate(run.job.options.get(PLUGIN, {}))
+    uri = options.uri
     if uri is None:
         return []
     try:
@@ -70,4 +81,4 @@ def pong_train_result_loggers(run: Run) -> list[ResultLogger]:
     except ImportError:
         raise UsageError(f"--mlflow needs MLflow: {INSTALL_HINT}") from None
     mlflow.set_tracking_uri(tracking_uri(uri) if uri else default_tracking_uri())
-    return [MlflowLogger(run_params(run), run.run_dir.name, run.job.options.get("mlflow_experiment"))]
+    return [MlflowLogger(run_params(run), run.run_dir.name, options.experiment)]

@@ -15,6 +15,7 @@ from pong_train.atari import validate_env_id
 from pong_train.errors import UsageError
 from pong_train.job import Invocation, Job, validate_run_name
 from pong_train.metrics import validate_stop
+from pong_train.plugin_options import SEPARATOR, validated
 from pong_train.rundir import resumable_job
 
 EXAMPLES = """\b
@@ -82,10 +83,10 @@ def cli(ctx: click.Context, **params: Any) -> int | None:
                             debug=core["debug"], quiet=core["quiet"], json_summary=core["json_summary"],
                             resume_dir=core["resume"] and core["resume"].resolve())
     if core["resume"] or core["job_file"]:
-        job = saved_job(ctx, plugins, core, given, {k: v for k, v in params.items() if k in owners and k in given})
+        job = saved_job(ctx, plugins, core, given, by_plugin(owners, params, only=given))
     else:
         notes: list[str] = []
-        job = build_job(plugins, core, {k: v for k, v in params.items() if k in owners}, notes)
+        job = build_job(plugins, core, by_plugin(owners, params), notes)
         invocation = invocation.but(notes=tuple(notes))
     check_option_owners(ctx, plugins, job.backend, owners, given)
     status = plugins.launch(job, invocation)
@@ -121,7 +122,23 @@ def stop_criteria(stop_json: str | None, file_stop: Any, preset: dict[str, Any])
     return validate_stop(preset.get("stop", cfg.DEFAULT_STOP))
 
 
-def build_job(plugins: Any, params: dict[str, Any], plugin_options: dict[str, Any], notes: list[str]) -> Job:
+def by_plugin(owners: dict[str, str], params: dict[str, Any], only: set[str] | None = None) -> dict[str, dict]:
+    """The plugins' option values, by plugin, then by field (an options model's) or parameter name."""
+    grouped: dict[str, dict[str, Any]] = {plugin: {} for plugin in owners.values()}
+    for name, plugin in owners.items():
+        if only is None or name in only:
+            value = params[name]
+            grouped[plugin][name.removeprefix(plugin + SEPARATOR)] = list(value) if isinstance(value, tuple) else value
+    return grouped
+
+
+def plugin_options(plugins: Any, values: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """What the job keeps of each plugin's options: as its options model validates them (JSON), else as given."""
+    return {plugin: validated(plugins.option_models[plugin], given).model_dump(mode="json")
+            if plugin in plugins.option_models else given for plugin, given in values.items()}
+
+
+def build_job(plugins: Any, params: dict[str, Any], plugin_values: dict[str, dict], notes: list[str]) -> Job:
     """Resolve defaults < preset < config file < --config into a validated Job, adding a note per translated key."""
     check_backend(plugins, params["backend"])
     preset = cfg.PRESETS[params["preset"] or "default"]
@@ -144,17 +161,12 @@ def build_job(plugins: Any, params: dict[str, Any], plugin_options: dict[str, An
     return Job(
         backend=params["backend"], run=params["run"], env=params["env"], config=train_config, stop=stop,
         storage_path=params["storage_path"], checkpoint_freq=checkpoint_freq, checkpoint_keep=params["checkpoint_keep"],
-        name=params["name"], options=as_json(plugin_options),
+        name=params["name"], options=plugin_options(plugins, plugin_values),
     )
 
 
-def as_json(options: dict[str, Any]) -> dict[str, Any]:
-    """Plugin option values as job.json gives them back (a multiple=True option's tuple is a list)."""
-    return {name: list(value) if isinstance(value, tuple) else value for name, value in options.items()}
-
-
 def saved_job(ctx: click.Context, plugins: Any, params: dict[str, Any], given: set[str],
-              given_options: dict[str, Any]) -> Job:
+              given_options: dict[str, dict]) -> Job:
     """The job of an earlier run (--resume) or of a job file (--job), with the plugin options this command
     line gives laid over the saved ones; the rest of the command line may only say how to run it."""
     flag = "--resume" if params["resume"] else "--job"
@@ -167,4 +179,5 @@ def saved_job(ctx: click.Context, plugins: Any, params: dict[str, Any], given: s
     job = resumable_job(params["resume"]) if params["resume"] else Job.load(params["job_file"])
     if not any(name == job.backend for name in plugins.backends()):
         raise UsageError(f"{flag}: the job's backend '{job.backend}' is not installed")
-    return job.model_copy(update={"options": {**job.options, **as_json(given_options)}})
+    laid_over = {plugin: {**job.options.get(plugin, {}), **values} for plugin, values in given_options.items() if values}
+    return job.model_copy(update={"options": {**job.options, **plugin_options(plugins, laid_over)}})

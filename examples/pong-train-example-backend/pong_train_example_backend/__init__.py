@@ -57,5 +57,6 @@ def pong_train_launch(job, invocation):
 def pong_train_result_loggers(run):
     if run.job.backend != NAME:
         return []
-    # Options arrive by parameter name; a job saved before the option existed lacks it.
-    return [CsvLogger(run.run_dir / run.job.options.get("example_csv", CSV_FILE))]
+    # The job keeps a plugin's options under the plugin's entry-point name, then by parameter name; a job saved
+    # before the option existed lacks it.
+    return [CsvLogger(run.run_dir / run.job.options.get("example", {}).get("example_csv", CSV_FILE))]
