@@ -84,11 +84,13 @@ def cli(ctx: click.Context, **params: Any) -> int | None:
                             resume_dir=core["resume"] and core["resume"].resolve())
     if core["resume"] or core["job_file"]:
         job = saved_job(ctx, plugins, core, given, by_plugin(owners, params, only=given))
+        check_option_owners(ctx, plugins, job.backend, owners, given)
     else:
+        check_backend(plugins, core["backend"])
+        check_option_owners(ctx, plugins, core["backend"], owners, given)  # before the options are validated
         notes: list[str] = []
         job = build_job(plugins, core, by_plugin(owners, params), notes)
         invocation = invocation.but(notes=tuple(notes))
-    check_option_owners(ctx, plugins, job.backend, owners, given)
     status = plugins.launch(job, invocation)
     if status is None:
         raise UsageError(f"no installed plugin launches backend '{job.backend}'")
