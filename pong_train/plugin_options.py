@@ -4,6 +4,7 @@ keeps them in the job under the plugin's name (`job.options["azureml"]`)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal, get_args, get_origin
 
 import click
@@ -12,9 +13,10 @@ from pydantic.fields import FieldInfo
 
 from pong_train.errors import UsageError
 
-SEPARATOR = "__"
-"""Between the plugin's name and the field's in the name click gives an option of a model (`azureml__compute`), so
-two plugins' fields of one name never meet."""
+def param_prefix(owner: str) -> str:
+    """What the name click gives an option of `owner`'s model starts with (`azureml__compute`): two plugins' fields
+    of one name never meet, and the name stays a Python identifier, as click wants it."""
+    return re.sub(r"\W", "_", owner) + "__"
 
 
 class Flag:
@@ -58,7 +60,7 @@ def declarations(model: type[BaseModel], *names: str) -> list[tuple[str, list[st
 
 def click_options(model: type[BaseModel], owner: str) -> list[click.Option]:
     """Fresh click options for every field of `model`, each named `<owner>__<field>`."""
-    return [click.Option([*(d for d in decls if not d.isidentifier()), f"{owner}{SEPARATOR}{name}"], **settings)
+    return [click.Option([*(d for d in decls if not d.isidentifier()), param_prefix(owner) + name], **settings)
             for name, decls, settings in declarations(model)]
 
 

@@ -15,7 +15,7 @@ from pong_train.atari import validate_env_id
 from pong_train.errors import UsageError
 from pong_train.job import Invocation, Job, validate_run_name
 from pong_train.metrics import validate_stop
-from pong_train.plugin_options import SEPARATOR, validated
+from pong_train.plugin_options import param_prefix, validated
 from pong_train.rundir import resumable_job
 
 EXAMPLES = """\b
@@ -130,7 +130,7 @@ def by_plugin(owners: dict[str, str], params: dict[str, Any], only: set[str] | N
     for name, plugin in owners.items():
         if only is None or name in only:
             value = params[name]
-            grouped[plugin][name.removeprefix(plugin + SEPARATOR)] = list(value) if isinstance(value, tuple) else value
+            grouped[plugin][name.removeprefix(param_prefix(plugin))] = list(value) if isinstance(value, tuple) else value
     return grouped
 
 
