@@ -174,7 +174,8 @@ class AzureOptions(BaseModel):
             raise UsageError(f"--instance-count {self.instance_count} exceeds --max-instances {self.max_instances}")
         if self.sdk == "v1" and self.launch == "mpi":
             raise UsageError("--azureml-launch mpi is for --azureml-sdk v2; the v1 estimator starts Ray itself")
-        if self.sdk == "v2" and (self.head_compute or self.worker_compute):
+        # Both default to --compute, which is what a job file keeps of them for v2.
+        if self.sdk == "v2" and {self.head_compute, self.worker_compute} - {None, self.compute}:
             raise UsageError("--head-compute and --worker-compute are for --azureml-sdk v1; "
                              "a v2 job runs its head and workers on one cluster, --compute")
         self.head_compute = self.head_compute or self.compute
