@@ -10,6 +10,7 @@ import io
 import re
 import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 
@@ -201,7 +202,7 @@ def test_a_job_over_the_subscriptions_quota_is_one_line_from_the_service(workspa
 def test_the_fake_refuses_what_the_service_refuses(workspace):
     """Straight through the SDK, past pong-train's own checks: the fake applies the service's rules itself."""
     from azure.ai.ml import MLClient, command
-    from azure.ai.ml.entities import AmlCompute
+    from azure.ai.ml.entities import AmlCompute, Environment
     from azure.core.exceptions import HttpResponseError
 
     client = MLClient(FakeCredential(), workspace.sub, workspace.rg, workspace.ws)
@@ -211,7 +212,8 @@ def test_the_fake_refuses_what_the_service_refuses(workspace):
         "a size the region does not offer": lambda: client.compute.begin_create_or_update(
             AmlCompute(name="pong", size="Standard_NC6s_v9", max_instances=2)).result(),
         "more nodes than the cluster's maximum": lambda: client.jobs.create_or_update(command(
-            command="echo", environment="azureml:env@latest", compute="ray-cluster", instance_count=5)),
+            command="echo", environment=Environment(image="mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04"),
+            compute="ray-cluster", instance_count=5)),
     }
     for what, request in refused.items():
         with pytest.raises(HttpResponseError) as refusal:
@@ -254,7 +256,8 @@ def test_the_source_is_uploaded_when_the_workspace_lacks_it(workspace, tmp_path)
     assert code == 0, err
     [run_dir] = [d for d in (tmp_path / "runs").iterdir() if d.is_dir()]
     sent = (run_dir / "azureml" / "upload.txt").read_text().split()
-    uploaded = {key: blob["data"] for key, blob in (workspace.blobs or {}).items() if "/LocalUpload/" in key}
+    uploaded = {key: blob["data"] for key, blob in (workspace.blobs or {}).items()
+                if key.startswith(urlparse(store.url).path + "/")}
     missing = [rel for rel in sent if not any(key.endswith("/" + rel) for key in uploaded)]
     assert sent and missing == [], missing[:5]
     [job_py] = [data for key, data in uploaded.items() if key.endswith("/pong_train/job.py")]
