@@ -141,8 +141,8 @@ def plugin_options(plugins: Any, values: dict[str, dict[str, Any]]) -> dict[str,
 
 
 def build_job(plugins: Any, params: dict[str, Any], plugin_values: dict[str, dict], notes: list[str]) -> Job:
-    """Resolve defaults < preset < config file < --config into a validated Job, adding a note per translated key."""
-    check_backend(plugins, params["backend"])
+    """Resolve defaults < preset < config file < --config into a validated Job, adding a note per translated key.
+    The caller has checked the backend and whose options were given."""
     preset = cfg.PRESETS[params["preset"] or "default"]
     layers = [user_config.translate(preset.get("config", {}), f"preset {params['preset']}", notes)]
     file_stop = None
