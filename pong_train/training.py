@@ -16,6 +16,7 @@ from pong_train import progress
 from pong_train.cluster import check_local_gpus, connect, fit_to_cluster
 from pong_train.errors import EXIT_FAILED, EXIT_LOST_RESULTS, EXIT_OK
 from pong_train.job import Invocation, Job, ResultLogger, Run
+from pong_train.metrics import reached, reported_row
 from pong_train.monitor import RunMonitor, checkpoint_on_signal, close_loggers, interruption
 from pong_train.rllib_config import algorithm_config, register_envs
 from pong_train.rundir import check_storage, make_run_dir, plot_curve, record, summary
@@ -47,8 +48,13 @@ def run_training(job: Job, invocation: Invocation = Invocation()) -> int:
         register_envs()
         monitor = RunMonitor(run, plugin_loggers(run))
         try:
-            with checkpoint_on_signal(run.run_dir):
-                results = tuner(run, monitor).fit()
+            trainer = tuner(run, monitor)
+            if (done := stopped_at_checkpoint(run, trainer)) is not None:
+                say(f"its latest checkpoint (iteration {done}) already met the stop criteria; nothing left to train")
+                results = trainer.get_results()
+            else:
+                with checkpoint_on_signal(run.run_dir):
+                    results = trainer.fit()
         finally:
             lost = close_loggers(run.run_dir)
         return finish(run, results, lost)
@@ -106,6 +112,24 @@ def tuner(run: Run, monitor: RunMonitor) -> Any:
             failure_config=tune.FailureConfig(max_failures=0),
         ),
     )
+
+
+def stopped_at_checkpoint(run: Run, trainer: Any) -> int | None:
+    """The iteration of a resumed run's latest checkpoint if that result met the stop criteria, else None.
+
+    A run killed after its last iteration was checkpointed, but before it ended, has nothing left to train;
+    restored, Tune would train one iteration past its stop.
+    """
+    if not run.invocation.resume_dir:
+        return None
+    [latest] = trainer.get_results()
+    if latest.checkpoint is None:
+        return None
+    at_checkpoint = [metrics for checkpoint, metrics in latest.best_checkpoints
+                     if checkpoint.path == latest.checkpoint.path]
+    if at_checkpoint and reached(run.job.stop, reported_row(at_checkpoint[0])):
+        return at_checkpoint[0].get("training_iteration")
+    return None
 
 
 def finish(run: Run, results: Any, lost: dict[str, int]) -> int:

@@ -44,17 +44,24 @@ def iterations(run_dir: Path) -> list[int]:
     return [row["training_iteration"] for row in read_metrics(run_dir / "metrics.jsonl")]
 
 
+# Far enough that the run is killed before it meets them: 5 results and Tune's saved state take about
+# 10-20 s, and 8 Pong episodes on one env runner about 35 s.
+ROOMY_STOP = {"episodes_total": 8, "time_total_s": 200}
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_killed_driver_resumes_with_no_gap_and_no_repeat(storage):
     started = time.time()
-    proc = start(storage, "--checkpoint-freq", "1")
+    proc = start(storage, "--checkpoint-freq", "1", "--stop", json.dumps(ROOMY_STOP))
     run_dir = wait_for_rows(storage, 5, proc)
     wait_for_a_saved_checkpoint(storage, started, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     before = iterations(run_dir)
     assert before[:5] == [1, 2, 3, 4, 5]
+    assert not any(reached(ROOMY_STOP, row) for row in read_metrics(run_dir / "metrics.jsonl")), \
+        "the run met its stop criteria before it was killed: ROOMY_STOP needs more room"
     resumed = run_cli("--resume", str(run_dir), timeout=400)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     rows = read_metrics(run_dir / "metrics.jsonl")
@@ -65,14 +72,33 @@ def test_killed_driver_resumes_with_no_gap_and_no_repeat(storage):
     assert taken, "the resumed run reported no result"
     assert 1 < taken[0] <= before[-1] + 1, (taken, before)
     assert [row["training_iteration"] for row in rows][-len(taken):] == taken
-    # The run stopped at its first result that met the smoke preset's stop criteria, not before, not after.
-    assert reached(PRESETS["smoke"]["stop"], rows[-1])
-    assert not any(reached(PRESETS["smoke"]["stop"], row) for row in rows[:-1])
+    # The run stopped at its first result that met its stop criteria, not before, not after.
+    assert reached(ROOMY_STOP, rows[-1])
+    assert not any(reached(ROOMY_STOP, row) for row in rows[:-1])
     steps = [row["timesteps_total"] for row in rows]
     assert steps == sorted(steps)  # env steps continue from the checkpoint, they do not restart
     assert json.loads((run_dir / "run.json").read_text())["status"] == "completed"
     again = run_cli("--resume", str(run_dir))
     assert again.returncode == 2 and "nothing to resume" in again.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_run_killed_after_its_last_checkpoint_resumes_to_its_end_without_training(storage):
+    finished = run_cli(*SMOKE, "--storage-path", str(storage), timeout=400)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    [run_dir] = run_dirs(storage)
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    assert reached(PRESETS["smoke"]["stop"], rows[-1])
+    # What a SIGKILL between the last checkpoint and the end leaves: run.json still says running.
+    record = json.loads((run_dir / "run.json").read_text())
+    (run_dir / "run.json").write_text(json.dumps({**record, "status": "running"}))
+    resumed = run_cli("--resume", str(run_dir), timeout=400)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"(iteration {rows[-1]['training_iteration']}) already met the stop criteria" in resumed.stderr
+    assert not re.search(r"^iter\s", resumed.stdout, flags=re.M), resumed.stdout
+    assert read_metrics(run_dir / "metrics.jsonl") == rows
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "completed"
 
 
 @pytest.mark.slow
