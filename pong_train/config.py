@@ -32,8 +32,9 @@ class TrainConfig(BaseModel):
     """Agent steps per gradient update on each learner (the article's `train_batch_size`). What an env
     runner returns at once (its emulators x `rollout_fragment_length` steps, 3,200 by default) is
     trained in consecutive slices of this size, rounded down to whole fragments. 100, not the article's
-    500: on 2 cores IMPALA first reached episode_reward_mean 18 at 3.28 M agent steps (42 minutes) and
-    APPO at 4.48 M (58 minutes), where 500-step updates stood at -18.9 by 3 M (docs/learning.md, section 6)."""
+    500: on 2 cores IMPALA first reached episode_reward_mean 18 at 2.9-3.3 M agent steps (34-42 minutes)
+    and one-pass APPO at 3.2-3.5 M (38-41 minutes), where 500-step updates stood at -18.9 by 3 M
+    (docs/learning.md, sections 6, 7 and 9)."""
     minibatch_size: Optional[int] = Field(default=None, ge=1)
     """Agent steps per gradient update when it should differ from `train_batch_size_per_learner`: a
     multiple of `rollout_fragment_length`, at most `train_batch_size_per_learner`."""
