@@ -122,8 +122,9 @@ def stopped_at_checkpoint(run: Run, trainer: Any) -> int | None:
     """
     if not run.invocation.resume_dir:
         return None
-    [latest] = trainer.get_results()
-    if latest.checkpoint is None:
+    trials = trainer.get_results()
+    latest = trials[0] if len(trials) == 1 else None
+    if latest is None or latest.checkpoint is None:
         return None
     at_checkpoint = [metrics for checkpoint, metrics in latest.best_checkpoints
                      if checkpoint.path == latest.checkpoint.path]

@@ -137,7 +137,7 @@ def test_the_learning_figure_script_takes_a_plain_runs_directory(tmp_path):
 
     run_dir = tmp_path / "APPO_PongNoFrameskip-v4_20261205-100000"
     run_dir.mkdir()
-    Job(backend="local", run="APPO", config=TrainConfig(lr=0.001)).save(run_dir / "job.json")
+    Job(backend="local", run="APPO", config=TrainConfig(lr=0.002)).save(run_dir / "job.json")
     rows = [{"training_iteration": i, "timesteps_total": 1000 * i, "time_total_s": 10.0 * i,
              "episode_reward_mean": None if i == 1 else -21.0 + 4 * i} for i in range(1, 11)]
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
@@ -148,5 +148,5 @@ def test_the_learning_figure_script_takes_a_plain_runs_directory(tmp_path):
                           timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     [run] = json.loads(saved.read_text())["runs"]
-    assert run["setting"] == "APPO defaults" and run["config"] == {"run": "APPO", "lr": 0.001}
+    assert run["setting"] == "APPO defaults" and run["config"] == {"run": "APPO", "lr": 0.002}
     assert run["milestones"]["18.0"] == {"steps": 10_000, "time_s": 100.0} and len(run["curve"]) == 10

@@ -82,7 +82,8 @@ def test_the_article_script_config_translates_completely():
     translated = user_config.translate(ARTICLE_SCRIPT_CONFIG, "config", notes)
     assert len(notes) == len(ARTICLE_SCRIPT_CONFIG)
     article_preset = user_config.translate(cfg.PRESETS["article"]["config"], "preset article", [])
-    assert translated == article_preset
+    # The article left the learning rate at RLlib 0.8.3's 0.0005; the preset pins it, as pong-train's is 0.001.
+    assert {**translated, "lr": 0.0005} == article_preset
 
 
 @pytest.mark.parametrize("key", ["callbacks", "sample_async", "replay_proportion", "env", "use_pytorch"])
