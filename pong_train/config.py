@@ -32,9 +32,9 @@ class TrainConfig(BaseModel):
     """Agent steps per gradient update on each learner (the article's `train_batch_size`). What an env
     runner returns at once (its emulators x `rollout_fragment_length` steps, 3,200 by default) is
     trained in consecutive slices of this size, rounded down to whole fragments. 100, not the article's
-    500: on 2 cores IMPALA first reached episode_reward_mean 18 at 2.9-3.3 M agent steps (34-42 minutes)
-    and one-pass APPO at 3.2-3.5 M (38-41 minutes), where 500-step updates stood at -18.9 by 3 M
-    (docs/learning.md, sections 6, 7 and 9)."""
+    500: on 2 cores, at lr 0.0005, IMPALA first reached episode_reward_mean 18 at 2.9-3.3 M agent steps
+    (34-42 minutes) and one-pass APPO at 3.2-3.5 M (38-41 minutes), where 500-step updates stood at -18.9
+    by 3 M (docs/learning.md, sections 6, 7 and 9)."""
     minibatch_size: Optional[int] = Field(default=None, ge=1)
     """Agent steps per gradient update when it should differ from `train_batch_size_per_learner`: a
     multiple of `rollout_fragment_length`, at most `train_batch_size_per_learner`."""
@@ -48,8 +48,8 @@ class TrainConfig(BaseModel):
     """Threads moving batches onto each learner's GPU (the article's `num_data_loader_buffers`)."""
     lr: float = Field(default=0.001, gt=0)
     """Learning rate (Adam's step size). 0.001, twice RLlib's: on 2 cores IMPALA first reached
-    episode_reward_mean 18 at 2.29 M agent steps (25 minutes) and APPO at 2.51 M (28 minutes), where 0.0005 took
-    2.9-3.3 M and 3.2-3.5 M (docs/learning.md, section 10)."""
+    episode_reward_mean 18 at 2.16-2.29 M agent steps (23-25 minutes) and APPO at 2.09-2.51 M (23-28 minutes),
+    where 0.0005 took 2.9-3.3 M and 3.2-3.5 M (docs/learning.md, section 10)."""
     gamma: float = Field(default=0.99, gt=0, le=1)
     """Discount factor."""
     entropy_coeff: float = Field(default=0.01, ge=0)
