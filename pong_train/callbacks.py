@@ -9,7 +9,7 @@ from typing import Any
 
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
-from pong_train.metrics import ALIASES, ResultRows
+from pong_train.metrics import FINISHED_EPISODES, EpisodeWindow, add_article_names
 
 
 def rss_mb() -> float:
@@ -72,6 +72,13 @@ class ChunkTotals:
         return self.duration_s
 
 
+def episode_window(algorithm: Any) -> EpisodeWindow:
+    """The article's window of finished episodes of `algorithm` (pong_train.algorithms keeps it in checkpoints)."""
+    if not isinstance(getattr(algorithm, "episode_window", None), EpisodeWindow):
+        algorithm.episode_window = EpisodeWindow()
+    return algorithm.episode_window
+
+
 # The private attribute that holds them (checked by tests/test_learning_guards.py, so an RLlib rename fails loudly).
 RETURNED_CHUNKS = "_ongoing_episodes_for_metrics"
 
@@ -81,7 +88,6 @@ class RunCallbacks(RLlibCallback):
 
     def __init__(self) -> None:
         super().__init__()
-        self.rows = ResultRows()
         self.cpu_share = CpuShare()
         self.placement: dict[str, Any] = {}
 
@@ -108,11 +114,19 @@ class RunCallbacks(RLlibCallback):
             if len(chunks) > 1 or (chunks and not isinstance(chunks[0], ChunkTotals)):
                 chunks[:] = [ChunkTotals(chunks)]
 
+    def on_episode_end(self, *, episode: Any, prev_episode_chunks: Any = (), metrics_logger: Any = None,
+                       **_: Any) -> None:
+        """In each env runner: report the finished episode's whole return and length (its chunks already returned
+        included) to the algorithm, for the article's window."""
+        chunks = [*(prev_episode_chunks or []), episode]
+        finished = {"return": float(sum(chunk.get_return() for chunk in chunks)),
+                    "length": sum(len(chunk) for chunk in chunks)}
+        metrics_logger.log_value(FINISHED_EPISODES, finished, reduce="item_series")
+
     def on_train_result(self, *, algorithm: Any, result: dict, **_: Any) -> None:
         """The article's metric names join RLlib's in every result, so Tune's files and TensorBoard carry both; so
         do the memory and CPU share of the learner's and each env runner's process."""
-        row = self.rows.row(result)
-        result.update({alias: row[alias] for alias in ALIASES if row[alias] is not None})
+        add_article_names(result, episode_window(algorithm))
         result["placement"] = self.placement
         group = algorithm.env_runner_group
         runners = group.foreach_env_runner(process_use, local_env_runner=False,

@@ -218,9 +218,9 @@ class ResultLogger:
     def log_result(self, row: dict[str, Any]) -> None:
         """Called after every training iteration with the flattened result.
 
-        `row` holds RLlib's result paths (`env_runners/episode_return_mean`, ...) and the article's
-        names as aliases (`episode_reward_mean`, `episodes_total`, `timesteps_total`), plus
-        `training_iteration` and `time_total_s`. Before the first episode ends,
+        `row` holds RLlib's result paths (`env_runners/episode_return_mean`: this iteration's episodes)
+        and the article's names (`episode_reward_mean`: the last 100 episodes; `episodes_total`,
+        `timesteps_total`), plus `training_iteration` and `time_total_s`. Before the first episode ends,
         `episode_reward_mean` is None and `episodes_total` is 0.
         """
 

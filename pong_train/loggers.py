@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from pong_train.job import ResultLogger, Run
-from pong_train.metrics import ALIASES
+from pong_train.metrics import ARTICLE_NAMES, RESULT_PATHS
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -148,8 +148,8 @@ class ConsoleLogger(ResultLogger):
 
 # MLflow logging lives in the core so that every backend can hand it out without importing another
 # backend; mlflow itself is imported only when a logger is made.
-# Each result sends the article's names, RLlib's paths for them, the timing, and the learner's losses.
-MLFLOW_METRICS = (*ALIASES, *ALIASES.values(), "training_iteration", "time_total_s")
+# Each result sends the article's names, RLlib's result paths (the timing among them), and the learner's losses.
+MLFLOW_METRICS = (*ARTICLE_NAMES, *RESULT_PATHS)
 MLFLOW_LOSS_PREFIX = "learners/default_policy/"
 
 

@@ -4,21 +4,28 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections import deque
 from typing import Any
 
 from pong_train.errors import UsageError, closest
 
-# The article's (Ray 0.8.3) metric names -> the RLlib 2.60 result path that holds the same figure.
+EPISODE_WINDOW = 100
+"""Finished episodes the article's episode statistics cover: RLlib 0.8.3's `metrics_smoothing_episodes`, across
+iterations. (RLlib 2.60's `env_runners/episode_return_mean` covers only the episodes one iteration finished.)"""
+
+WINDOW_STATS: tuple[str, ...] = ("episode_reward_mean", "episode_reward_max", "episode_reward_min", "episode_len_mean")
+"""The article's episode statistics, over the last `EPISODE_WINDOW` finished episodes (see `EpisodeWindow`)."""
+
+# The article's (Ray 0.8.3) counters -> the RLlib 2.60 result path that holds the same figure.
 ALIASES: dict[str, str] = {
-    "episode_reward_mean": "env_runners/episode_return_mean",
-    "episode_reward_max": "env_runners/episode_return_max",
-    "episode_reward_min": "env_runners/episode_return_min",
-    "episode_len_mean": "env_runners/episode_len_mean",
     "episodes_total": "env_runners/num_episodes_lifetime",
     "timesteps_total": "env_runners/num_env_steps_sampled_lifetime",
 }
 
-# Result paths reported by every IMPALA result, usable as stop criteria.
+ARTICLE_NAMES: tuple[str, ...] = WINDOW_STATS + tuple(ALIASES)
+"""Every name of the article's that a result carries."""
+
+# Result paths reported by every result, usable as stop criteria; RLlib's episode paths keep RLlib's meaning.
 RESULT_PATHS: tuple[str, ...] = (
     "training_iteration",
     "time_total_s",
@@ -32,11 +39,35 @@ RESULT_PATHS: tuple[str, ...] = (
     "env_runners/num_agent_steps_sampled_lifetime",
 )
 
-STOP_METRICS: tuple[str, ...] = tuple(ALIASES) + RESULT_PATHS
+STOP_METRICS: tuple[str, ...] = ARTICLE_NAMES + RESULT_PATHS
 
-# Episode statistics that RLlib leaves out of an iteration that finished no episode; like
-# RLlib 0.8.3's 100-episode window, the last value carries over until a new episode ends.
-CARRIED_OVER = ("episode_reward_mean", "episode_reward_max", "episode_reward_min", "episode_len_mean")
+FINISHED_EPISODES = "finished_episodes"
+"""Under `env_runners/` in an algorithm's raw result: {"return", "length"} of each episode finished since the last
+result (pong_train.callbacks reports them from each env runner)."""
+
+
+class EpisodeWindow:
+    """(return, length) of the last `size` finished episodes, across iterations, and the article's statistics
+    over them; its `episodes` travel with each checkpoint, so a resumed run keeps its window."""
+
+    def __init__(self, episodes: Any = (), size: int = EPISODE_WINDOW) -> None:
+        self.episodes: deque[tuple[float, int]] = deque(
+            ((float(ret), int(length)) for ret, length in episodes), maxlen=size)
+
+    def add(self, finished: Any) -> None:
+        self.episodes.extend((float(ret), int(length)) for ret, length in finished)
+
+    def stats(self) -> dict[str, float]:
+        """The article's statistics; empty until an episode has finished."""
+        if not self.episodes:
+            return {}
+        returns = [ret for ret, _ in self.episodes]
+        return {
+            "episode_reward_mean": sum(returns) / len(returns),
+            "episode_reward_max": max(returns),
+            "episode_reward_min": min(returns),
+            "episode_len_mean": sum(length for _, length in self.episodes) / len(self.episodes),
+        }
 
 
 def validate_stop(stop: Any, field: str = "--stop") -> dict[str, float]:
@@ -73,25 +104,17 @@ def flatten(result: dict[str, Any], prefix: str = "") -> dict[str, float]:
     return flat
 
 
-class ResultRows:
-    """Turns successive results of one run into rows: RLlib's paths plus the article's aliases."""
-
-    def __init__(self) -> None:
-        self._carried: dict[str, float] = {}
-
-    def row(self, result: dict[str, Any]) -> dict[str, Any]:
-        row: dict[str, Any] = flatten(result)
-        for alias, path in ALIASES.items():
-            value = row.get(path)
-            if value is not None and math.isfinite(value):
-                row[alias] = value
-                if alias in CARRIED_OVER:
-                    self._carried[alias] = value
-            elif alias in self._carried:
-                row[alias] = self._carried[alias]
-            else:
-                row[alias] = None
-        return complete(row)
+def add_article_names(result: dict[str, Any], window: EpisodeWindow) -> None:
+    """Put the article's names into an algorithm's raw result: the window's statistics, after adding the
+    episodes this result reports finished, and the counters under their old names."""
+    runners = result.get("env_runners") or {}
+    finished = runners.pop(FINISHED_EPISODES, None)
+    if isinstance(finished, dict):  # RLlib compiles a series of one item to the item itself
+        finished = [finished]
+    window.add((episode["return"], episode["length"]) for episode in finished or [])
+    result.update(window.stats())
+    flat = flatten(result)
+    result.update({alias: flat[path] for alias, path in ALIASES.items() if path in flat})
 
 
 COUNTS = ("episodes_total", "timesteps_total")
@@ -99,8 +122,8 @@ COUNTS = ("episodes_total", "timesteps_total")
 
 def complete(row: dict[str, Any]) -> dict[str, Any]:
     """Every alias present (None until known; the counts are whole numbers, 0 until the first), no NaN."""
-    for alias in ALIASES:
-        row.setdefault(alias, None)
+    for name in ARTICLE_NAMES:
+        row.setdefault(name, None)
     for count in COUNTS:
         row[count] = int(row[count] or 0)
     for key, value in row.items():

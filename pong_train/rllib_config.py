@@ -30,15 +30,16 @@ def register_envs() -> None:
 
 
 def algorithm_parts(run: str) -> tuple[Any, Any, Any]:
-    """(RLlib config class, pong-train's learner, the uint8-frames module) of the algorithm `run`."""
+    """(RLlib config, pong-train's learner, the uint8-frames module) of the algorithm `run`."""
     from ray.rllib.algorithms.appo import APPOConfig
     from ray.rllib.algorithms.impala import IMPALAConfig
 
-    from pong_train import learner, model
+    from pong_train import algorithms, learner, model
 
     return {
-        "IMPALA": (IMPALAConfig, learner.BootstrappingIMPALALearner, model.Uint8FramesModule),
-        "APPO": (APPOConfig, learner.BootstrappingAPPOLearner, model.Uint8FramesAPPOModule),
+        "IMPALA": (IMPALAConfig(algorithms.WindowedIMPALA), learner.BootstrappingIMPALALearner,
+                   model.Uint8FramesModule),
+        "APPO": (APPOConfig(algorithms.WindowedAPPO), learner.BootstrappingAPPOLearner, model.Uint8FramesAPPOModule),
     }[run]
 
 
@@ -60,7 +61,7 @@ def algorithm_config(c: TrainConfig, env: str, run: str = "IMPALA") -> Any:
 
     from pong_train.callbacks import RunCallbacks
 
-    config_class, learner_class, frames_module = algorithm_parts(run)
+    rllib_config, learner_class, frames_module = algorithm_parts(run)
     model_config = DefaultModelConfig(
         conv_filters=[list(f) for f in c.conv_filters] if c.conv_filters else default_conv_filters(c.dim),
         head_fcnet_hiddens=list(c.head_fcnet_hiddens),
@@ -72,7 +73,7 @@ def algorithm_config(c: TrainConfig, env: str, run: str = "IMPALA") -> Any:
     else:
         env_name, vectorize, module_spec = atari.RLLIB_ENV_NAME, "sync", RLModuleSpec(model_config=model_config)
     return (
-        config_class()
+        rllib_config
         .environment(
             env_name,
             env_config=env_settings(env, c),
