@@ -30,11 +30,9 @@ class TrainConfig(BaseModel):
     """Agent steps each env sends per sample (the article's `sample_batch_size`)."""
     train_batch_size_per_learner: int = Field(default=100, ge=1)
     """Agent steps per gradient update on each learner (the article's `train_batch_size`). What an env
-    runner returns at once (its emulators x `rollout_fragment_length` steps, 3,200 by default) is
-    trained in consecutive slices of this size, rounded down to whole fragments. 100, not the article's
-    500: on 2 cores, at lr 0.0005, IMPALA first reached episode_reward_mean 18 at 2.9-3.3 M agent steps
-    (34-42 minutes) and one-pass APPO at 3.2-3.5 M (38-41 minutes), where 500-step updates stood at -18.9
-    by 3 M (docs/learning.md, sections 6, 7 and 9)."""
+    runner returns at once (its emulators x `rollout_fragment_length` steps) is trained in consecutive
+    slices of this size, rounded down to whole fragments. Smaller than the article's 500: more, smaller
+    updates learn more per sample on 2 cores (the figures: docs/learning.md, sections 6, 7 and 9)."""
     minibatch_size: Optional[int] = Field(default=None, ge=1)
     """Agent steps per gradient update when it should differ from `train_batch_size_per_learner`: a
     multiple of `rollout_fragment_length`, at most `train_batch_size_per_learner`."""
@@ -47,9 +45,8 @@ class TrainConfig(BaseModel):
     num_gpu_loader_threads: int = Field(default=8, ge=1)
     """Threads moving batches onto each learner's GPU (the article's `num_data_loader_buffers`)."""
     lr: float = Field(default=0.001, gt=0)
-    """Learning rate (Adam's step size). 0.001, twice RLlib's: on 2 cores IMPALA first reached
-    episode_reward_mean 18 at 2.16-2.29 M agent steps (23-25 minutes) and APPO at 2.09-2.51 M (23-28 minutes),
-    where 0.0005 took 2.9-3.3 M and 3.2-3.5 M (docs/learning.md, section 10)."""
+    """Learning rate (Adam's step size); twice RLlib's 0.0005 by default, which reached 18 sooner on 2 cores
+    (the figures: docs/learning.md, section 10)."""
     gamma: float = Field(default=0.99, gt=0, le=1)
     """Discount factor."""
     entropy_coeff: float = Field(default=0.01, ge=0)
@@ -59,7 +56,7 @@ class TrainConfig(BaseModel):
     normalize_advantages: bool = False
     """Scale each update's V-trace advantages to mean 0 and standard deviation 1, as PPO does, so the
     entropy bonus weighs the same against the policy gradient whatever the rewards' size (with
-    `bootstrap_fragments` only; no faster on Pong in docs/learning.md, so off)."""
+    `bootstrap_fragments` only; off: no faster on Pong, docs/learning.md)."""
     bootstrap_fragments: bool = True
     """V-trace bootstraps from the value at the end of each rollout fragment (pong_train.learner);
     False keeps RLlib 2.60's loss, which cuts every value target off at the fragment's end."""
@@ -135,8 +132,7 @@ APPO_DEFAULTS: dict[str, Any] = {
     "kl_coeff": 1.0,
     "kl_target": 0.01,
     "circular_buffer_num_batches": 8,
-    # One pass, not RLlib's 2: the learner keeps up with sampling, and on 2 cores APPO first reached
-    # episode_reward_mean 18 at 3.22 M agent steps (38 minutes), where 2 passes took 3.87-4.48 M (47-58 minutes)
+    # One pass, not RLlib's 2: the learner keeps up with sampling, and reached 18 sooner on 2 cores
     # (docs/learning.md, section 9).
     "circular_buffer_iterations_per_batch": 1,
     "target_network_update_freq": 2,
