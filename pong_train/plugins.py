@@ -4,8 +4,10 @@ calls into plugins that name the plugin (distribution, version, hook) when it fa
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import inspect
+import sys
 from importlib import metadata
 from typing import Any, Iterable, Iterator
 
@@ -13,7 +15,7 @@ import pluggy
 
 from pong_train import PROJECT_NAME, hookspecs
 from pong_train.errors import PluginError, ServiceError, UsageError, closest
-from pong_train.job import Backend
+from pong_train.job import Backend, Invocation
 
 HOOK_PREFIX = PROJECT_NAME + "_"
 
@@ -162,11 +164,37 @@ class PluginManager(pluggy.PluginManager):
 
     def launch(self, job: Any, invocation: Any) -> int | None:
         """`pong_train_launch` through pluggy (first non-None answer wins), naming the plugin that fails."""
-        for impl in self.impls("pong_train_launch"):
-            status = self.call("pong_train_launch", impl, job=job, invocation=invocation)
-            if status is not None:
-                return status
+        launching = LAUNCHING.set(invocation)
+        try:
+            for impl in self.impls("pong_train_launch"):
+                status = self.call("pong_train_launch", impl, job=job, invocation=invocation)
+                if status is not None:
+                    return status
+        finally:
+            LAUNCHING.reset(launching)
         return None
+
+
+LAUNCHING: contextvars.ContextVar[Invocation | None] = contextvars.ContextVar("launching", default=None)
+"""The invocation of the `pong_train_launch` call under way, for a backend that trains without handing it on."""
+
+
+def with_plugins(invocation: Invocation | None) -> Invocation:
+    """The invocation training runs with, always with a plugin manager, so the plugins' loggers run.
+
+    None (a backend that calls `run_training(job)`) is the invocation being launched, or outside any command a
+    fresh plugin manager's; one handed over without a plugin manager gets the command's, and is told so.
+    """
+    if invocation is not None and invocation.plugin_manager is not None:
+        return invocation
+    launching = LAUNCHING.get()
+    plugins = launching.plugin_manager if launching is not None and launching.plugin_manager else None
+    if invocation is None:
+        return launching if plugins is not None else Invocation(plugin_manager=get_plugin_manager())
+    print("pong-train: note: run_training was given an invocation without a plugin manager, which would skip the "
+          "plugins' loggers; it runs with the command's (pass on the invocation pong_train_launch received)",
+          file=sys.stderr)
+    return invocation.but(plugin_manager=plugins or get_plugin_manager())
 
 
 def get_plugin_manager(extra_plugins: Iterable[object] = ()) -> PluginManager:

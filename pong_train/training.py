@@ -18,18 +18,21 @@ from pong_train.errors import EXIT_FAILED, EXIT_LOST_RESULTS, EXIT_OK
 from pong_train.job import Invocation, Job, ResultLogger, Run
 from pong_train.metrics import reached, reported_row
 from pong_train.monitor import RunMonitor, checkpoint_on_signal, close_loggers, interruption
+from pong_train.plugins import with_plugins
 from pong_train.rllib_config import algorithm_config, register_envs
 from pong_train.rundir import check_storage, make_run_dir, plot_curve, record, summary
 
 __all__ = ["run_training"]
 
 
-def run_training(job: Job, invocation: Invocation = Invocation()) -> int:
+def run_training(job: Job, invocation: Invocation | None = None) -> int:
     """Train `job` here, on the Ray cluster `invocation` names or an embedded one; returns the exit status.
 
     Checks everything checkable before creating the run directory, so bad input leaves nothing behind.
-    With `invocation.resume_dir`, continues that run from its latest checkpoint.
+    With `invocation.resume_dir`, continues that run from its latest checkpoint. Without an invocation (or
+    with one that has no plugin manager), the command's own is used, so every plugin's loggers run.
     """
+    invocation = with_plugins(invocation)
     check_storage(job.storage_path)
     if not invocation.ray_address:
         check_local_gpus(job.config)
@@ -68,8 +71,6 @@ def plugin_loggers(run: Run) -> list[tuple[str, ResultLogger]]:
     A plugin that refuses the run (bad input, or its hook failed) leaves no new run directory behind.
     """
     plugins = run.invocation.plugin_manager
-    if plugins is None:
-        return []
     try:
         handed_out = [(plugins.label(name), logger)
                       for name, loggers in plugins.results("pong_train_result_loggers", run=run)

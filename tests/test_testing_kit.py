@@ -158,3 +158,100 @@ def test_the_suite_fails_a_backend_that_breaks_its_contract(tmp_path):
     assert passed == {"test_declared_once_with_a_one_line_description", "test_listed_with_version_and_distribution",
                       "test_bad_input_is_one_line_exit_2_and_leaves_nothing"}, outcomes
     assert "pong-train-sloppy 1.0 (sloppy-extra)" in proc.stdout  # the broken plugin is named
+
+
+class RowsKept(ResultLogger):
+    """A backend's own logger: what it keeps is what the suite compares with metrics.jsonl."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+
+    def log_result(self, row):
+        self.rows.append(dict(row))
+
+
+class OldDocsBackend:
+    """A backend written to the previous release's docs: `pong_train_launch(job)` returning `run_training(job)`."""
+
+    __name__ = "old-docs"
+
+    @hookimpl
+    def pong_train_backends(self):
+        return [Backend("old-docs", "trains here, written to the previous docs")]
+
+    @hookimpl
+    def pong_train_launch(self, job):
+        if job.backend != "old-docs":
+            return None
+        from pong_train.training import run_training
+
+        return run_training(job)
+
+    @hookimpl
+    def pong_train_result_loggers(self, run):
+        return [RowsKept()] if run.job.backend == "old-docs" else []
+
+
+class ForgetsResumedRuns(OldDocsBackend):
+    """A backend whose logger misses rows: it hands out none for a resumed run."""
+
+    __name__ = "forgetful"
+
+    @hookimpl
+    def pong_train_backends(self):
+        return [Backend("forgetful", "loses a resumed run's rows")]
+
+    @hookimpl
+    def pong_train_launch(self, job, invocation):
+        if job.backend != "forgetful":
+            return None
+        from pong_train.training import run_training
+
+        return run_training(job, invocation)
+
+    @hookimpl
+    def pong_train_result_loggers(self, run):
+        return [RowsKept()] if run.job.backend == "forgetful" and run.invocation.resume_dir is None else []
+
+
+def suite_for(plugin: object, name: str):
+    from pong_train.testing import BackendConformance
+
+    class Suite(BackendConformance):
+        backend = name
+
+        def plugin_manager(self, *extra_plugins: object):
+            return get_plugin_manager(extra_plugins=[plugin, *extra_plugins])
+
+    return Suite()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_backend_written_to_the_previous_docs_gets_every_row_in_its_own_logger(tmp_path):
+    """`run_training(job)` with no invocation runs the plugins' loggers: the suite's interrupted and resumed run
+    checks that the backend's logger took exactly the rows metrics.jsonl holds, both times."""
+    suite_for(OldDocsBackend(), "old-docs").test_interrupted_run_resumes_with_every_result_once(tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_the_suite_fails_a_backend_whose_logger_misses_rows(tmp_path):
+    with pytest.raises(AssertionError, match=r"took none of the \d+ rows metrics.jsonl holds for the resumed run"):
+        suite_for(ForgetsResumedRuns(), "forgetful").test_interrupted_run_resumes_with_every_result_once(tmp_path)
+
+
+def test_an_invocation_without_plugins_gets_the_commands_and_says_so(capsys):
+    from pong_train.plugins import LAUNCHING, with_plugins
+
+    pm = get_plugin_manager()
+    token = LAUNCHING.set(Invocation(plugin_manager=pm, quiet=True))
+    try:
+        assert with_plugins(None).plugin_manager is pm and with_plugins(None).quiet
+        given = with_plugins(Invocation(debug=True))
+        assert given.plugin_manager is pm and given.debug and not given.quiet
+    finally:
+        LAUNCHING.reset(token)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "without a plugin manager" in err and "pass on the invocation" in err
+    assert with_plugins(None).plugin_manager is not None  # outside any command: the installed plugins

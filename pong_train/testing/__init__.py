@@ -202,13 +202,23 @@ class BackendConformance:
     def iterations(rows: list[dict[str, Any]]) -> list[int]:
         return [row["training_iteration"] for row in rows]
 
-    def assert_backend_took(self, watch: BackendLoggers, rows: list[dict[str, Any]]) -> None:
-        """Every logger of the backend took exactly `rows`, in order, left them unchanged, and was closed."""
+    def assert_backend_took(self, watch: BackendLoggers, rows: list[dict[str, Any]],
+                            first: BackendLoggers | None = None) -> None:
+        """Every logger of the backend took exactly `rows`, in order, left them unchanged, and was closed; for a
+        resumed run, the backend handed out as many loggers as it did for the `first` run."""
         assert not watch.unattributed, "the backend's loggers could not be told from other plugins'"
-        expected = 1 if watch.implemented else 0
-        assert watch.calls == expected, f"pong_train_result_loggers was called {watch.calls} times for one run"
+        if first is not None:
+            assert len(watch.loggers) >= len(first.loggers), (
+                f"the backend's loggers took none of the {len(rows)} rows metrics.jsonl holds for the resumed run: "
+                f"it handed out {len(first.loggers)} logger(s) for the run, {len(watch.loggers)} for its resumption")
+        assert watch.calls or not watch.implemented, (
+            f"the backend's loggers took none of the {len(rows)} rows metrics.jsonl holds: pong_train_result_loggers "
+            "was never called for this run (does its launch train with a plugin manager of its own?)")
+        assert watch.calls <= 1, f"pong_train_result_loggers was called {watch.calls} times for one run"
         for logger in watch.loggers:
             name = type(logger).__name__
+            missed = sorted(set(self.iterations(rows)) - set(self.iterations(logger.rows)))
+            assert not missed, f"{name} missed the rows of iterations {missed} that metrics.jsonl holds"
             assert self.iterations(logger.rows) == self.iterations(rows), f"{name} took other rows than metrics.jsonl"
             assert logger.rows == rows, f"{name} was handed other rows than metrics.jsonl holds"
             assert not logger.changed_rows, f"{name} changed the row it was handed (every logger shares it)"
@@ -232,7 +242,7 @@ class BackendConformance:
 
         first = Observer("conformance-observer", lambda: RowRecorder(ctrl_c_after_the_first_result))
         pm = self.plugin_manager(first)
-        watch = BackendLoggers(pm, self.backend_plugin(pm))
+        watch = first_watch = BackendLoggers(pm, self.backend_plugin(pm))
         code, _ = self.main(self.smoke_args(storage, {"training_iteration": 3}), pm)
         assert not unhandled, "no Ctrl-C handler while training: the backend does not train through run_training"
         assert first.loggers and first.loggers[0].rows, \
@@ -256,7 +266,7 @@ class BackendConformance:
         assert self.iterations(rows) == [1, 2, 3], "every iteration once in metrics.jsonl"
         assert resumed and rows == [r for r in seen if r["training_iteration"] < resumed[0]["training_iteration"]] \
             + resumed, "metrics.jsonl holds other rows than the two runs' results"
-        self.assert_backend_took(watch, resumed)
+        self.assert_backend_took(watch, resumed, first=first_watch)
         self.check_run(run_dir, rows)
 
     @pytest.mark.slow
