@@ -3,7 +3,6 @@ job's nodes (Linux x86_64, CPython) whatever machine submits it."""
 
 from __future__ import annotations
 
-import platform
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,11 @@ from packaging.utils import canonicalize_name
 from pong_train_azureml.options import CPU_TORCH_BUILD, GPU_TORCH_BUILD, is_gpu_size
 
 TORCH_INDEX = "https://download.pytorch.org/whl/"
+JOB_PYTHON = "3.11"
+"""The job's Python: the version the pins were tested with (constraints.txt), whatever Python submits."""
+OWN_BUILD_DEPENDENCIES = frozenset({"torch"})
+"""Packages pinned alone: their build for the VM size (torch's CPU or CUDA wheel) brings its own dependencies
+(CUDA's nvidia-* libraries, triton), which differ from build to build."""
 IN_JOB_REQUIREMENTS = ("azureml-mlflow", "mlflow-skinny")
 """What the job itself imports beyond the core: MLflow logging into the job's run."""
 CONSTRAINTS = Path(__file__).resolve().parents[2] / "constraints.txt"
@@ -23,16 +27,18 @@ CONSTRAINTS = Path(__file__).resolve().parents[2] / "constraints.txt"
 
 def job_marker_environment() -> dict[str, str]:
     """The environment markers (PEP 508) evaluate to on the job's nodes: Azure ML's Linux x86_64 images, with CPython
-    of the version the conda file asks for (this one's)."""
+    of the version the conda file asks for (`JOB_PYTHON`)."""
     return {**packaging.markers.default_environment(), "os_name": "posix", "sys_platform": "linux", "platform_system": "Linux",
             "platform_machine": "x86_64", "platform_release": "", "platform_version": "",
-            "implementation_name": "cpython", "platform_python_implementation": "CPython"}
+            "implementation_name": "cpython", "platform_python_implementation": "CPython",
+            "python_version": JOB_PYTHON, "python_full_version": f"{JOB_PYTHON}.0"}
 
 
 def pinned_requirements() -> list[str]:
     """Everything the job runs with, each pinned to the version installed (and tested) here; the requirements' markers
     are evaluated for the job's nodes, not for this machine, and a package the nodes need that is not installed here
-    takes its pin from constraints.txt (or goes unpinned, as its dependant asks for it)."""
+    takes its pin from constraints.txt (or goes unpinned, as its dependant asks for it). What torch's own build
+    requires is left to that build (`OWN_BUILD_DEPENDENCIES`)."""
     target = job_marker_environment()
 
     def applies(req: Requirement, extras: set[str]) -> bool:
@@ -52,6 +58,8 @@ def pinned_requirements() -> list[str]:
             pins[name] = tested_pins().get(name) or f"{name}{req.specifier}"
             continue
         pins[name] = f"{name}=={dist.version.split('+')[0]}"  # a local label (torch's +cpu) would pin the CPU build
+        if name in OWN_BUILD_DEPENDENCIES:
+            continue
         pending += [sub for sub in map(Requirement, dist.requires or []) if applies(sub, set(req.extras) | {""})]
     return sorted(pins.values())
 
@@ -73,9 +81,9 @@ def job_requirements(vm_size: str) -> list[str]:
 
 
 def conda_spec(vm_size: str) -> dict[str, Any]:
-    python = ".".join(platform.python_version_tuple()[:2])
+    """The conda file: conda-forge alone (`nodefaults` keeps Anaconda's channels and their terms out)."""
     return {
         "name": "pong-train",
-        "channels": ["conda-forge"],
-        "dependencies": [f"python={python}", "pip", {"pip": job_requirements(vm_size)}],
+        "channels": ["conda-forge", "nodefaults"],
+        "dependencies": [f"python={JOB_PYTHON}", "pip", {"pip": job_requirements(vm_size)}],
     }
