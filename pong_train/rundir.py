@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import math
+import numbers
+import os
+import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
+
+from pydantic import BaseModel, ValidationError
 
 from pong_train import __version__
 from pong_train.errors import UsageError
@@ -19,6 +25,10 @@ RUN_FILE = "run.json"
 lost-results) and the command line that started it."""
 PLACEMENT_FILE = "placement.json"
 CURVE_FILE = "curve.png"
+BEST_CHECKPOINT = "best_checkpoint"
+"""In each trial folder: a copy of the trial's checkpoint with the highest `episode_reward_mean`, kept whatever
+Tune deletes (Tune keeps the latest `checkpoint_keep` checkpoints, and cannot keep those and the best as well)."""
+BEST_FILE = "best.json"
 
 
 def check_storage(storage_path: Path) -> None:
@@ -107,3 +117,71 @@ def plot_curve(run_dir: Path) -> None:
         print(f"learning curve: {plot_runs([run_dir], run_dir / CURVE_FILE)}")
     except Exception as err:
         print(f"warning: no learning curve plotted ({type(err).__name__}: {err})", file=sys.stderr)
+
+
+class BestCheckpoint(BaseModel):
+    """What `best_checkpoint/best.json` says of the checkpoint it is in."""
+
+    checkpoint: str
+    """The Tune checkpoint folder it was copied from (Tune may have deleted that one since)."""
+    training_iteration: int
+    episode_reward_mean: float
+    timesteps_total: Optional[int] = None
+
+
+def read_best(trial_dir: Path) -> Optional[BestCheckpoint]:
+    """The trial's best checkpoint as its best.json describes it; None if it has none (yet)."""
+    try:
+        return BestCheckpoint.model_validate_json((trial_dir / BEST_CHECKPOINT / BEST_FILE).read_text())
+    except (OSError, ValidationError):
+        return None
+
+
+def keep_if_best(trial_dir: Path, checkpoint: Path, result: dict[str, Any]) -> bool:
+    """Copy `checkpoint` to the trial's best_checkpoint/ if its result's `episode_reward_mean` beats the best so far
+    (there is none before the first episode ends); returns whether it did."""
+    score = result.get("episode_reward_mean")
+    if not isinstance(score, numbers.Real) or not math.isfinite(score) or not checkpoint.is_dir():
+        return False
+    best = read_best(trial_dir)
+    if best is not None and score <= best.episode_reward_mean:
+        return False
+    new, old, kept = (trial_dir / f"{BEST_CHECKPOINT}{suffix}" for suffix in (".new", ".old", ""))
+    steps = result.get("timesteps_total")
+    try:
+        for leftover in (new, old):
+            shutil.rmtree(leftover, ignore_errors=True)
+        # Checkpoint files are never rewritten, so hard links are a safe, free copy where the file system has them.
+        shutil.copytree(checkpoint, new, copy_function=link_or_copy)
+        (new / BEST_FILE).write_text(BestCheckpoint(
+            checkpoint=checkpoint.name, training_iteration=result.get("training_iteration", 0),
+            episode_reward_mean=score, timesteps_total=None if steps is None else int(steps)).model_dump_json(indent=2))
+        if kept.exists():
+            kept.rename(old)
+        new.rename(kept)  # the folder and its best.json appear together
+        shutil.rmtree(old, ignore_errors=True)
+    except Exception as err:  # raised into Tune, it would leave the checkpoint unregistered: a warning instead
+        print(f"pong-train: warning: best checkpoint not kept ({type(err).__name__}: {err})", file=sys.stderr)
+        return False
+    return True
+
+
+def link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def best_checkpoint_keeper() -> Any:
+    """A Tune callback keeping each trial's best checkpoint (`keep_if_best`). It holds no state: a resumed run gets it
+    back from Tune's experiment state and goes on comparing with what best.json says."""
+    from ray import tune
+
+    class KeepBestCheckpoint(tune.Callback):
+        def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
+            # Tune saves right after a result and trains no further until it is saved: the last result is the
+            # checkpoint's own.
+            keep_if_best(Path(trial.path), Path(checkpoint.path), trial.last_result or {})
+
+    return KeepBestCheckpoint()

@@ -86,6 +86,8 @@ def tuner(run: Run, monitor: RunMonitor) -> Any:
     """A Tune tuner that trains the run from scratch, or restores it from its latest checkpoint."""
     from ray import tune
 
+    from pong_train.rundir import best_checkpoint_keeper
+
     algo_config = algorithm_config(run.job.config, run.job.env, run.job.run)
     if run.invocation.resume_dir:
         resume_all = tune.ResumeConfig(
@@ -103,7 +105,8 @@ def tuner(run: Run, monitor: RunMonitor) -> Any:
             name=run.run_dir.name,
             storage_path=str(run.run_dir.parent),
             stop=stopper,
-            callbacks=[forwarder],
+            # Tune keeps the latest checkpoints, or the best-scoring ones, never both: the best is copied aside.
+            callbacks=[forwarder, best_checkpoint_keeper()],
             verbose=0,
             checkpoint_config=tune.CheckpointConfig(
                 checkpoint_frequency=run.job.checkpoint_freq,

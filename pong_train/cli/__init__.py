@@ -14,13 +14,14 @@ import click
 from pong_train.cli.backends import backends
 from pong_train.cli.bench import bench
 from pong_train.cli.evaluate import evaluate
+from pong_train.cli.export import export
 from pong_train.cli.plot import plot
 from pong_train.cli.train import PLUGIN_ATTR, cli
 from pong_train.errors import EXIT_USAGE, NodeError, PluginError, ServiceError, UsageError
 from pong_train.plugin_options import click_options, is_options_model
 from pong_train.plugins import PluginManager, get_plugin_manager
 
-CORE_COMMANDS = (backends, bench, evaluate, plot)
+CORE_COMMANDS = (backends, bench, evaluate, export, plot)
 for _command in CORE_COMMANDS:
     cli.add_command(_command)
 
