@@ -107,15 +107,15 @@ def test_the_architecture_page_lists_every_module_of_the_package():
     assert listed == present
 
 
-def test_the_readme_tables_name_every_option_and_preset():
+def test_the_command_line_page_tables_name_every_option_and_preset():
     from pong_train.cli.train import cli
     from pong_train.config import PRESETS
 
-    readme = (ROOT / "README.md").read_text()
-    options_table = readme.split("| option | meaning |", 1)[1].split("\n\n", 1)[0]
+    page = (ROOT / "docs" / "options.md").read_text()
+    options_table = page.split("| option | meaning |", 1)[1].split("\n\n", 1)[0]
     flags = {opt for param in cli.params for opt in param.opts if opt.startswith("--") and opt != "--help"}
     assert {flag for flag in flags if flag not in options_table} == set()
-    presets_table = readme.split("| preset | what it is |", 1)[1].split("\n\n", 1)[0]
+    presets_table = page.split("| preset | what it is |", 1)[1].split("\n\n", 1)[0]
     assert {name for name in PRESETS if name != "default" and f"| `{name}` |" not in presets_table} == set()
     preset_row = next(line for line in options_table.splitlines() if line.startswith("| `--preset "))
     assert set(preset_row.split("`")[1].removeprefix("--preset ").split("\\|")) == set(PRESETS) - {"default"}
