@@ -4,6 +4,7 @@ Every request is recorded in `FakeAzureMLTransport.requests` as (method, url, js
 requests is capped, so a client loop that never ends fails instead of hanging.
 """
 import io, json, re, time, datetime
+from types import SimpleNamespace
 from urllib.parse import urlparse, parse_qs
 import requests
 from urllib3.response import HTTPResponse as U3Response
@@ -20,14 +21,15 @@ def vm_size(name, family, vcpus, gpus, memory_gb):
             "premiumIO": True, "supportedComputeTypes": ["AmlCompute", "ComputeInstance"]}
 
 
-# The sizes the fake region offers to compute clusters: CPU, NVIDIA and AMD GPU ones.
+# The sizes the fake region offers to compute clusters, all on sale today: CPU, NVIDIA (T4, A100, H100) and AMD GPU
+# ones. Azure retired NC (2023) and NCv3 (2025); its region lists no longer hold them.
 REGION_SIZES = [
     vm_size("Standard_D2_v2", "standardDv2Family", 2, 0, 7.0),
     vm_size("Standard_D4s_v3", "standardDSv3Family", 4, 0, 16.0),
     vm_size("Standard_DS3_v2", "standardDSv2Family", 4, 0, 14.0),
-    vm_size("Standard_NC6", "standardNCFamily", 6, 1, 56.0),
     vm_size("Standard_NC4as_T4_v3", "standardNCASv3_T4Family", 4, 1, 28.0),
-    vm_size("Standard_NC24ads_A100_v4", "StandardNCADSA100v4Family", 24, 1, 220.0),
+    vm_size("Standard_NC24ads_A100_v4", "standardNCADSA100v4Family", 24, 1, 220.0),
+    vm_size("Standard_NC40ads_H100_v5", "standardNCadsH100v5Family", 40, 1, 320.0),
     vm_size("Standard_NV4as_v4", "standardNVASv4Family", 4, 1, 14.0),
 ]
 
@@ -36,6 +38,46 @@ REGION_SIZES = [
 COMPUTE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,14}[A-Za-z0-9]")
 COMPUTE_NAME_RULE = ("Compute name is invalid. It can include letters, digits and dashes. It must start with a letter, "
                      "end with a letter or digit, and be between 2 and 16 characters in length.")
+
+
+def aml_compute(vm_size, location, max_nodes=4, priority="Dedicated"):
+    """An Azure ML compute cluster (AmlCompute) as the service describes it."""
+    return {"properties": {"computeType": "AmlCompute", "computeLocation": location, "provisioningState": "Succeeded",
+                           "properties": {"vmSize": vm_size, "vmPriority": priority, "osType": "Linux",
+                                          "scaleSettings": {"maxNodeCount": max_nodes, "minNodeCount": 0,
+                                                            "nodeIdleTimeBeforeScaleDown": "PT2M"}}}}
+
+
+def compute_instance(vm_size, location):
+    """A compute instance (one person's development VM) as the service describes it: a compute, not a cluster."""
+    return {"properties": {"computeType": "ComputeInstance", "computeLocation": location,
+                           "provisioningState": "Succeeded",
+                           "properties": {"vmSize": vm_size, "state": "Running", "applicationSharingPolicy": "Personal",
+                                          "computeInstanceAuthorizationType": "personal"}}}
+
+
+def compute_node(node_id, state="idle"):
+    """A node a cluster holds (listNodes): counted in the subscription's usage whether idle or running a job."""
+    return {"nodeId": node_id, "privateIpAddress": "10.0.0.4", "publicIpAddress": None, "port": 50000,
+            "nodeState": state, "runId": None}
+
+
+def usage(sub, tier, used, limit, family=None):
+    """One row of the subscription's Azure ML usage in a region, as the service lists it: a VM family's vCPUs (named
+    by the family, as VmSize.family has it) or the regional total, for dedicated or low-priority nodes."""
+    cores = "dedicatedCores" if tier == "dedicated" else "lowPriorityCores"
+    words = "Dedicated" if tier == "dedicated" else "LowPriority"
+    if family is None:
+        name = ("Total Cluster Dedicated Regional vCPUs" if tier == "dedicated" else "TotalLowPriorityCores",
+                f"Total Cluster {words} Regional vCPUs")
+        kind = cores
+    else:
+        name = (family, re.sub(r"^standard(.*)Family$", r"Standard \1 Family", family, flags=re.I)
+                + f" Cluster {words} vCPUs")
+        kind = f"vmFamily/{cores}"
+    return {"id": f"/subscriptions/{sub}/providers/Microsoft.MachineLearningServices/{kind}/usages",
+            "type": f"Microsoft.MachineLearningServices/{kind}/usages", "unit": "Count", "currentValue": used,
+            "limit": limit, "name": {"value": name[0], "localizedValue": name[1]}}
 
 
 class FakeCredential:
@@ -64,12 +106,7 @@ class FakeAzureMLTransport(HttpTransport):
         self.codes = {}             # (name, version) -> body
         self.envs = {}              # (name, version) -> body
         self.computes = computes if computes is not None else {
-            "ray-cluster": {
-                "properties": {"computeType": "AmlCompute", "computeLocation": location, "provisioningState": "Succeeded",
-                               "properties": {"vmSize": "STANDARD_NC6", "vmPriority": "Dedicated",
-                                              "scaleSettings": {"maxNodeCount": 4, "minNodeCount": 0,
-                                                                "nodeIdleTimeBeforeScaleDown": "PT2M"},
-                                              "osType": "Linux"}}}}
+            "ray-cluster": aml_compute("STANDARD_NC4AS_T4_V3", location)}
         self.job_status_sequence = list(job_status_sequence)
         self.job_statuses = {}      # name -> that job's own status sequence (else job_status_sequence)
         self._progress = {}
@@ -77,13 +114,22 @@ class FakeAzureMLTransport(HttpTransport):
                           f"Microsoft.MachineLearningServices/workspaces/{ws}")
         self.faults = []            # what inject() queued: answered instead of the service's reply
         self.sizes = list(REGION_SIZES)  # what the workspace's region offers
-        self.quota_vcpus = None     # the subscription's vCPUs per VM family in the region; None: no limit
+        self.sizes_elsewhere = {}   # region -> the sizes it offers, for clusters outside the workspace's region
+        self.nodes = {}             # cluster name -> the nodes it holds now (compute_node), idle or busy
+        # The subscription's Azure ML vCPU quota in the workspace's region: (VM family or None for the regional
+        # total, tier) -> [in use, limit]; a family's low-priority vCPUs count against the regional total only (-1).
+        self.quota = {(None, "dedicated"): [0, 200], (None, "low_priority"): [0, 100]}
+        for size in self.sizes:
+            self.quota[(size["family"], "dedicated")] = [0, 100]
+            self.quota[(size["family"], "low_priority")] = [0, -1]
+        self.ignored_distributions = set()  # distribution types the service drops from a job it is sent, unknown to it
+        self.shared_key_access = True  # False: the storage account refuses the key-based SAS the service hands out
 
     def inject(self, status=None, code="", message="", match="", times=1, headers=None):
         """Answer the next `times` requests whose "METHOD URL" contains `match` with an error, as the service does:
         `status` with an ARM error body {"error": {"code", "message"}} and `headers` (Retry-After, ...); status None
         is a network failure (the connection refused before any reply); KeyboardInterrupt is the user's Ctrl-C while
-        the client waits for the reply."""
+        the client waits for the reply. The storage account (BlobStore) answers with Azure Storage's error instead."""
         self.faults.append({"status": status, "code": code, "message": message, "match": match, "times": times,
                             "headers": headers or {}})
 
@@ -174,6 +220,12 @@ class FakeAzureMLTransport(HttpTransport):
         comp = q.get("comp", [None])[0]
         hdrs = {"ETag": '"0x8DFAKE"', "Last-Modified": "Mon, 01 Jan 2024 00:00:00 GMT",
                 "x-ms-version": "2025-01-05", "Date": "Mon, 01 Jan 2024 00:00:00 GMT"}
+        fault = self.fault_for(SimpleNamespace(method=method, url=u.geturl()))
+        if fault is not None:
+            return self.storage_error(method, fault["status"], fault["code"], fault["message"], hdrs)
+        if not self.shared_key_access and "sig" in q:  # every SAS the service hands out is signed with the key
+            return self.storage_error(method, 403, "KeyBasedAuthenticationNotPermitted",
+                                      "Key based authentication is not permitted on this storage account.", hdrs)
         if method in ("HEAD", "GET") and comp is None:
             if key not in self.blobs:
                 return 404, b"", {**hdrs, "x-ms-error-code": "BlobNotFound", "Content-Length": "0"}
@@ -193,6 +245,15 @@ class FakeAzureMLTransport(HttpTransport):
         return 400, b"", {"x-ms-error-code": "UnsupportedInFake", "Content-Length": "0"}
 
     @staticmethod
+    def storage_error(method, status, code, message, headers):
+        """Azure Storage's refusal: its code in x-ms-error-code, and in an XML body (none for HEAD)."""
+        error = (f'<?xml version="1.0" encoding="utf-8"?><Error><Code>{code}</Code><Message>{message}\n'
+                 f'RequestId:fake</Message></Error>').encode()
+        body = b"" if method == "HEAD" else error
+        return status, body, {**headers, "x-ms-error-code": code, "Content-Type": "application/xml",
+                              "Content-Length": str(len(body))}
+
+    @staticmethod
     def refuse(code, message):
         return 400, {"error": {"code": code, "message": message}}, {}
 
@@ -210,7 +271,8 @@ class FakeAzureMLTransport(HttpTransport):
         return None
 
     def job_refusal(self, props):
-        """The service's reply to a job it refuses: more nodes than its cluster's maximum, over the vCPU quota."""
+        """The service's reply to a job it refuses: more nodes than its cluster's maximum. A job over the vCPU quota
+        is accepted, and waits (over_quota)."""
         compute = self.computes.get(props.get("computeId", "").rsplit("/", 1)[-1])
         if compute is None:
             return self.refuse("UserError", "Could not find the compute target of the job.")
@@ -219,12 +281,25 @@ class FakeAzureMLTransport(HttpTransport):
         if count > settings["scaleSettings"]["maxNodeCount"]:
             return self.refuse("UserError", f"Requested {count} nodes but AzureMLCompute cluster only has "
                                             f"{settings['scaleSettings']['maxNodeCount']} maximum node(s).")
-        size = self.size(settings["vmSize"])
-        if self.quota_vcpus is not None and size and count * size["vCPUs"] > self.quota_vcpus:
-            return self.refuse("QuotaExceeded", (
-                f"Operation could not be completed as it results in exceeding approved {size['family']} Cores quota. "
-                f"Current Limit: {self.quota_vcpus}, Additional Required: {count * size['vCPUs']}."))
         return None
+
+    def over_quota(self, props):
+        """Whether the job's nodes need more vCPUs than the quota has free: the service takes such a job, and it stays
+        queued, its cluster unable to scale up."""
+        settings = self.computes[props["computeId"].rsplit("/", 1)[-1]]["properties"]["properties"]
+        size = self.size(settings["vmSize"])
+        needed = ((props.get("resources") or {}).get("instanceCount") or 1) * (size["vCPUs"] if size else 0)
+        tier = "low_priority" if settings.get("vmPriority") == "LowPriority" else "dedicated"
+        return any(limit >= 0 and needed > limit - used for used, limit in
+                   (self.quota.get((family, tier), [0, -1]) for family in (size and size["family"], None)))
+
+    def usages(self):
+        """The subscription's usage rows in the workspace's region (list_usage), clusters' count first."""
+        clusters = {"id": f"/subscriptions/{self.sub}/usages", "type": "Microsoft.MachineLearningServices/totalCores/"
+                    "usages", "unit": "Count", "currentValue": len(self.computes), "limit": 200,
+                    "name": {"value": "TotalClusters", "localizedValue": "Total Clusters"}}
+        return [clusters, *(usage(self.sub, tier, used, limit, family)
+                            for (family, tier), (used, limit) in self.quota.items())]
 
     def not_found(self, what):
         return 404, {"error": {"code": "UserError", "message": f"{what} not found (fake)"}}, {}
@@ -269,7 +344,12 @@ class FakeAzureMLTransport(HttpTransport):
         m = re.fullmatch(rf"/subscriptions/{self.sub}/providers/Microsoft.MachineLearningServices/locations/"
                          r"([^/]+)/vmSizes", path, re.I)
         if m and method == "GET":
-            return 200, {"value": self.sizes if m.group(1).lower() == self.location else []}, {}
+            region = m.group(1).lower()
+            return 200, {"value": self.sizes if region == self.location else self.sizes_elsewhere.get(region, [])}, {}
+        m = re.fullmatch(rf"/subscriptions/{self.sub}/providers/Microsoft.MachineLearningServices/locations/"
+                         r"([^/]+)/usages", path, re.I)
+        if m and method == "GET":
+            return 200, {"value": self.usages() if m.group(1).lower() == self.location else []}, {}
         # workspace GET
         if method == "GET" and path.rstrip("/").lower() == ws.lower():
             return 200, {"id": ws, "name": self.ws, "location": self.location,
@@ -278,6 +358,11 @@ class FakeAzureMLTransport(HttpTransport):
                                         "mlFlowTrackingUri": f"azureml://{self.location}.api.azureml.ms/mlflow/v1.0{ws}",
                                         "workspaceId": "11111111-1111-1111-1111-111111111111",
                                         "storageAccount": f"/subscriptions/{self.sub}/resourceGroups/{self.rg}/providers/Microsoft.Storage/storageAccounts/fakestorage"}}, {}
+        m = re.fullmatch(re.escape(ws) + r"/computes/([^/]+)/listNodes", path, re.I)
+        if m and method == "POST":
+            if m.group(1) not in self.computes:
+                return self.not_found("compute")
+            return 200, {"nodes": self.nodes.get(m.group(1), []), "nextLink": None}, {}
         m = re.fullmatch(re.escape(ws) + r"/computes/([^/]+)", path, re.I)
         if m and method == "PUT":
             props = body["properties"]
@@ -291,7 +376,8 @@ class FakeAzureMLTransport(HttpTransport):
             c = self.computes.get(m.group(1))
             if not c:
                 return self.not_found("compute")
-            return 200, {**self._arm("computes", m.group(1)), **c, "location": self.location}, {}
+            return 200, {**self._arm("computes", m.group(1)), **c,
+                         "location": c["properties"].get("computeLocation") or self.location}, {}
         # code versions: list (with hash filter) / get / put
         m = re.fullmatch(re.escape(ws) + r"/codes/([^/]+)/versions(?:/([^/]+))?", path, re.I)
         if m:
@@ -330,6 +416,12 @@ class FakeAzureMLTransport(HttpTransport):
                 doc = self.envs.get((name, ver))
                 return (200, doc, {}) if doc else self.not_found("environment")
         # jobs
+        m = re.fullmatch(re.escape(ws) + r"/jobs/([^/]+)/cancel", path, re.I)
+        if m and method == "POST":
+            if m.group(1) not in self.jobs:
+                return self.not_found("job")
+            self.job_statuses[m.group(1)], self._progress[m.group(1)] = ["Canceled"], 0
+            return 200, b"", {}
         m = re.fullmatch(re.escape(ws) + r"/jobs/([^/]+)", path, re.I)
         if m:
             name = m.group(1)
@@ -338,6 +430,10 @@ class FakeAzureMLTransport(HttpTransport):
                 refused = self.job_refusal(props)
                 if refused:
                     return refused
+                if (props.get("distribution") or {}).get("distributionType") in self.ignored_distributions:
+                    del props["distribution"]
+                if self.over_quota(props):
+                    self.job_statuses[name] = ["Queued"]
                 props.setdefault("status", "NotStarted")
                 props["services"] = {"Studio": {"jobServiceType": "Studio",
                                                 "endpoint": f"https://ml.azure.com/runs/{name}?wsid={ws}"}}

@@ -215,14 +215,14 @@ def test_dry_run_checks_the_gpu_against_the_cluster_vm_size(storage):
     proc = dry_run(storage, "--config", CURRENT_CONFIG, "--vm-size", "Standard_D4s_v3")
     assert_one_line_error(proc, "GPU", "Standard_D4s_v3")
     assert run_dirs(storage) == []
-    assert dry_run(storage, "--vm-size", "Standard_NC6").returncode == 0
+    assert dry_run(storage, "--vm-size", "Standard_NC4as_T4_v3").returncode == 0
 
 
 @pytest.mark.parametrize(
     "config, vm_size, build, image",
     [
-        ('{"num_gpus": 0}', "Standard_D4s_v3", "cpu", "azureml/openmpi4.1.0-ubuntu22.04:"),
-        ('{"num_gpus": 1}', "Standard_NC6s_v3", "cu126", "azureml/openmpi5.0-cuda12.6-ubuntu24.04:"),
+        ('{"num_gpus": 0}', "Standard_D4s_v3", "cpu", "azureml/openmpi5.0-ubuntu24.04:"),
+        ('{"num_gpus": 1}', "Standard_NC24ads_A100_v4", "cu126", "azureml/openmpi5.0-cuda12.6-ubuntu24.04:"),
     ],
 )
 @pytest.mark.slow
@@ -273,7 +273,7 @@ def test_v1_dry_run_builds_the_article_estimator(storage):
 @pytest.mark.slow
 def test_v1_keeps_the_articles_gpu_head_and_cpu_workers(storage):
     proc = dry_run(storage, "--azureml-sdk", "v1", "--head-compute", "head-gpu", "--worker-compute", "worker-cpu",
-                   "--vm-size", "Standard_NC6s_v3")
+                   "--vm-size", "Standard_NC4as_T4_v3")
     assert proc.returncode == 0, proc.stderr
     [run_dir] = run_dirs(storage)
     config = json.loads((run_dir / "azureml" / "estimator.json").read_text())["rl_config"]
@@ -457,7 +457,7 @@ def test_missing_compute_is_created_and_existing_one_is_checked(service, capsys)
     assert submit_with(service, "--vm-size", "Standard_D4s_v3", no_wait=True) == 0
     [compute] = [b for m, u, b in service.requests if m == "PUT" and "/computes/" in u]
     assert compute["properties"]["properties"]["vmSize"] == "Standard_D4s_v3"
-    # The cluster (NC6 in the fake workspace) decides: a GPU asked for is checked against it, not this machine.
+    # The cluster (NC4as_T4_v3 in the fake workspace) decides: a GPU asked for is checked against it, not this machine.
     other = FakeAzureMLTransport()
     other.storage = service.storage
     other.computes["ray-cluster"]["properties"]["properties"]["vmSize"] = "STANDARD_D2_V2"

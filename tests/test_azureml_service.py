@@ -17,7 +17,8 @@ import pytest
 pytest.importorskip("azure.ai.ml")
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fake_azureml import FakeAzureMLTransport, FakeCredential  # noqa: E402
+from fake_azureml import (FakeAzureMLTransport, FakeCredential, aml_compute, compute_instance,  # noqa: E402
+                          compute_node, vm_size)
 
 pytestmark = pytest.mark.slow
 ARM = "https://management.azure.com/"
@@ -70,9 +71,10 @@ def status(transport: FakeAzureMLTransport, job: str = "job-1") -> tuple[int, st
 
 
 def the_one_line(code: int, err: str) -> str:
-    # Notes, warnings and the steps that were done (connecting, ...) come before it; the error is one line.
+    # Notes, warnings, the steps that were done (connecting, ...) and the SDK's upload progress bar come before it;
+    # the error is one line.
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith(("note:", "warning:"))
-             and not re.search(r": done in [\d.]+ s$", line)]
+             and not re.search(r": done in [\d.]+ s$|^(\x1b\[\d+m)?Uploading code \(", line)]
     assert code != 0 and "Traceback" not in err, err
     assert len(lines) == 1 and lines[0].startswith("pong-train: error: "), err
     return lines[0]
@@ -189,14 +191,185 @@ def test_a_job_that_fits_creates_its_cluster_of_an_offered_size_and_is_submitted
     assert "submitted job" in out
 
 
-# -- the fake service refuses what the real one refuses, by the service's documented rules
+# (VM family or None for the regional total, tier) -> [in use, limit], extra arguments, the one line's words
+QUOTAS = {
+    "family": (("standardNCASv3_T4Family", "dedicated"), [4, 8], [], [
+        "needs 8 dedicated vCPUs (2 nodes of Standard_NC4as_T4_v3)",
+        "Standard NCASv3_T4 Family Cluster Dedicated vCPUs quota in eastus has 4 free (4 of 8 in use)",
+        "request a quota increase in the Azure portal", "--instance-count", "--vm-size"]),
+    "regional-total": ((None, "dedicated"), [10, 12], [], [
+        "needs 8 dedicated vCPUs", "Total Cluster Dedicated Regional vCPUs quota in eastus has 2 free"]),
+    "low-priority": ((None, "low_priority"), [0, 4], ["--compute", "spot", "--vm-size", "Standard_NC24ads_A100_v4",
+                                                      "--low-priority"], [
+        "needs 48 low-priority vCPUs (2 nodes of Standard_NC24ads_A100_v4)",
+        "Total Cluster LowPriority Regional vCPUs quota in eastus has 4 free (0 of 4 in use)"]),
+}
 
-def test_a_job_over_the_subscriptions_quota_is_one_line_from_the_service(workspace, tmp_path):
-    workspace.quota_vcpus = 8  # the cluster's NC6 nodes have 6 vCPUs each: 2 nodes need 12
+
+@pytest.mark.parametrize("quota", QUOTAS)
+def test_a_job_over_the_subscriptions_quota_is_refused_before_anything_is_created(workspace, tmp_path, quota):
+    """The service would take the job and leave it queued for good; the quota the job runs over is the one line."""
+    key, usage, args, words = QUOTAS[quota]
+    workspace.quota[key] = usage
+    code, _, err = submit(workspace, tmp_path / "runs", *args)
+    line = the_one_line(code, err)
+    assert code == 2 and all(word in line for word in words), line
+    assert [(m, u) for m, u, _ in workspace.requests if m == "PUT"] == [], "something was created or submitted"
+
+
+def test_the_nodes_a_cluster_holds_already_count_as_the_jobs(workspace, tmp_path):
+    """Nodes left idle by an earlier job (until the idle time scales them down) are in use, and the job's to take."""
+    workspace.nodes["ray-cluster"] = [compute_node("tvm-1"), compute_node("tvm-2")]
+    workspace.quota[("standardNCASv3_T4Family", "dedicated")] = [8, 8]  # all held by those two nodes
+    code, out, err = submit(workspace, tmp_path / "runs")
+    assert code == 0 and "submitted job" in out, err
+    code, _, err = submit(workspace, tmp_path / "runs", "--instance-count", "3")
+    line = the_one_line(code, err)
+    assert "needs 4 dedicated vCPUs (1 more node of Standard_NC4as_T4_v3)" in line and "has 0 free" in line, line
+
+
+def test_a_quota_the_identity_may_not_read_is_not_checked(workspace, tmp_path):
+    workspace.inject(status=403, code="AuthorizationFailed", match="/usages?", message=(
+        "The client 'me@example.com' does not have authorization to perform action "
+        "'Microsoft.MachineLearningServices/locations/usages/read' over scope '/subscriptions/x'."))
+    code, out, err = submit(workspace, tmp_path / "runs")
+    assert code == 0 and "submitted job" in out, err
+    assert "may not read the subscription's Azure ML quota in eastus" in err and "not checked" in err
+
+
+@pytest.mark.parametrize("kind, compute", [
+    ("a compute instance", compute_instance("Standard_DS3_v2", "eastus")),
+    ("an attached Kubernetes compute", {"properties": {"computeType": "Kubernetes", "computeLocation": "eastus",
+                                                       "provisioningState": "Succeeded",
+                                                       "properties": {"namespace": "default"}}}),
+], ids=["compute-instance", "kubernetes"])
+def test_a_compute_that_is_not_a_cluster_is_one_line(workspace, tmp_path, kind, compute):
+    workspace.computes["dev-box"] = compute
+    code, _, err = submit(workspace, tmp_path / "runs", "--compute", "dev-box")
+    line = the_one_line(code, err)
+    assert code == 2 and f"compute dev-box is {kind}, not an Azure ML compute cluster (AmlCompute)" in line, line
+    assert "a new name to create one" in line
+
+
+def test_a_cluster_in_another_region_is_checked_against_that_regions_sizes(workspace, tmp_path):
+    workspace.sizes_elsewhere["westus3"] = [vm_size("Standard_NC80adis_H100_v5", "standardNCadsH100v5Family", 80, 2,
+                                                    640.0)]
+    workspace.computes["h100"] = aml_compute("Standard_NC80adis_H100_v5", "westus3")
+    code, out, err = submit(workspace, tmp_path / "runs", "--compute", "h100")
+    assert code == 0 and "submitted job" in out, err
+
+
+def test_a_cluster_on_the_asked_virtual_network_is_used_without_a_warning(workspace, tmp_path):
+    vnet = ["--compute", "private", "--vm-size", "Standard_D4s_v3", "--vnet", "ml-vnet", "--subnet", "training"]
+    assert submit(workspace, tmp_path / "runs", *vnet)[0] == 0
+    code, _, err = submit(workspace, tmp_path / "runs", *vnet)
+    assert code == 0 and "warning" not in err, err
+    code, _, err = submit(workspace, tmp_path / "runs", *vnet[:-4], "--vnet", "other-vnet")
+    assert code == 0 and ("warning: compute private exists with virtual network ml-vnet/training, not "
+                          "other-vnet/default") in err, err
+
+
+# -- what the service or the storage does to a job it took
+
+def test_a_service_that_drops_the_ray_distribution_has_the_job_cancelled_and_says_use_mpi(workspace, tmp_path):
+    workspace.ignored_distributions = {"Ray"}  # a service that does not know RayDistribution
     code, _, err = submit(workspace, tmp_path / "runs")
     line = the_one_line(code, err)
-    assert code == 1 and "over the subscription's quota" in line and "Current Limit: 8" in line, line
+    [job] = workspace.jobs
+    assert code == 1 and "dropped the job's Ray distribution" in line and "no Ray would start" in line, line
+    assert f"job {job} was cancelled" in line and "--azureml-launch mpi" in line, line
+    assert status(workspace, job)[1].strip() == "Canceled"
+    assert not any((tmp_path / "runs").iterdir()), "a cancelled submit left a run directory"
+    assert submit(workspace, tmp_path / "runs", "--azureml-launch", "mpi")[0] == 0
+
+
+@pytest.fixture
+def storage_account(workspace):
+    """The workspace's storage account, on 127.0.0.1, holding no snapshot of the code: the SDK uploads it."""
+    from fake_azureml import BlobStore
+
+    workspace.code_snapshots_exist = False
+    store = BlobStore(workspace)
+    yield store
+    store.close()
+
+
+def test_a_storage_account_without_shared_key_access_is_one_line_with_the_fix(workspace, storage_account, tmp_path):
+    workspace.shared_key_access = False
+    code, _, err = submit(workspace, tmp_path / "runs")
+    line = the_one_line(code, err)
+    assert code == 1 and "does not allow shared-key access (KeyBasedAuthenticationNotPermitted)" in line, line
+    assert "Storage Blob Data Contributor" in line and "--system-datastores-auth-mode identity" in line, line
     assert not any((tmp_path / "runs").iterdir())
+
+
+def test_a_storage_account_that_refuses_the_upload_names_the_storage_role(workspace, storage_account, tmp_path):
+    workspace.inject(status=403, code="AuthorizationPermissionMismatch", match="PUT /fakestorage/", times=999,
+                     message="This request is not authorized to perform this operation using this permission.")
+    code, _, err = submit(workspace, tmp_path / "runs")
+    line = the_one_line(code, err)
+    assert code == 1 and "not authorized to perform this operation using this permission" in line, line
+    assert "Storage Blob Data Contributor role on the workspace's storage account" in line, line
+    assert "AzureML Data Scientist" not in line, line
+
+
+# -- how the SDKs word it
+
+def test_an_expired_az_login_says_to_sign_in_again(workspace, tmp_path, monkeypatch):
+    """DefaultAzureCredential, for real, in front of an Azure CLI whose sign-in Azure AD no longer renews."""
+    from azure.identity._credentials.default import DefaultAzureCredential
+
+    az = tmp_path / "bin" / "az"
+    az.parent.mkdir()
+    az.write_text("#!/bin/sh\necho 'ERROR: AADSTS700082: The refresh token has expired due to inactivity. The "
+                  "inactivity threshold is 90.00:00:00. Trace ID: 1 Correlation ID: 2 Timestamp: 2025-01-01' >&2\n"
+                  "echo 'Interactive authentication is needed. Please run:\naz login --scope "
+                  "https://management.core.windows.net//.default' >&2\nexit 1\n")
+    az.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{az.parent}:/usr/bin:/bin")
+    for name in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_USERNAME",
+                 "AZURE_TOKEN_CREDENTIALS"):
+        monkeypatch.delenv(name, raising=False)
+    workspace.credential = DefaultAzureCredential(
+        exclude_managed_identity_credential=True, exclude_workload_identity_credential=True,
+        exclude_shared_token_cache_credential=True, exclude_powershell_credential=True,
+        exclude_developer_cli_credential=True, exclude_visual_studio_code_credential=True,
+        exclude_broker_credential=True)
+    code, _, err = status(workspace)
+    line = the_one_line(code, err)
+    assert code == 1 and "your Azure CLI sign-in has expired" in line and "run az login" in line, line
+    assert "AADSTS700082: The refresh token has expired due to inactivity" in line and "Trace ID" not in line, line
+    assert "no Azure credentials" not in line, line
+
+
+def test_an_sdk_validation_error_is_its_words_not_its_colours():
+    """azure-ai-ml colours its validation messages and opens them with a coloured banner."""
+    from azure.ai.ml._exception_helper import log_and_raise_error
+    from azure.ai.ml.exceptions import ErrorTarget, ValidationErrorType, ValidationException
+
+    from pong_train.errors import ServiceError
+    from pong_train_azureml.failures import azure_errors
+
+    with pytest.raises(ServiceError) as raised, azure_errors("submitting the job"):
+        log_and_raise_error(ValidationException(
+            message="Asset ray-env does not exist in workspace ws.", no_personal_data_message="-",
+            target=ErrorTarget.ASSET, error_type=ValidationErrorType.RESOURCE_NOT_FOUND))
+    assert str(raised.value) == "submitting the job: Asset ray-env does not exist in workspace ws."
+
+
+# -- the fake service refuses what the real one refuses, by the service's documented rules
+
+def test_the_fake_queues_a_job_over_the_quota_as_the_service_does(workspace):
+    """The service takes a job its quota cannot hold; the job waits, queued, for nodes its cluster never gets."""
+    from azure.ai.ml import MLClient, command
+    from azure.ai.ml.entities import Environment
+
+    workspace.quota[("standardNCASv3_T4Family", "dedicated")] = [0, 4]  # the cluster's NC4as_T4_v3: 4 vCPUs a node
+    client = MLClient(FakeCredential(), workspace.sub, workspace.rg, workspace.ws)
+    job = client.jobs.create_or_update(command(
+        command="echo", environment=Environment(image="mcr.microsoft.com/azureml/openmpi5.0-ubuntu24.04"),
+        compute="ray-cluster", instance_count=2))
+    assert [client.jobs.get(job.name).status for _ in range(3)] == ["Queued"] * 3
 
 
 def test_the_fake_refuses_what_the_service_refuses(workspace):
@@ -210,9 +383,9 @@ def test_the_fake_refuses_what_the_service_refuses(workspace):
         "a compute name that ends with a hyphen": lambda: client.compute.begin_create_or_update(
             AmlCompute(name="pong-", size="Standard_D4s_v3", max_instances=2)).result(),
         "a size the region does not offer": lambda: client.compute.begin_create_or_update(
-            AmlCompute(name="pong", size="Standard_NC6s_v9", max_instances=2)).result(),
+            AmlCompute(name="pong", size="Standard_NC8as_T4_v9", max_instances=2)).result(),
         "more nodes than the cluster's maximum": lambda: client.jobs.create_or_update(command(
-            command="echo", environment=Environment(image="mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04"),
+            command="echo", environment=Environment(image="mcr.microsoft.com/azureml/openmpi5.0-ubuntu24.04"),
             compute="ray-cluster", instance_count=5)),
     }
     for what, request in refused.items():

@@ -99,7 +99,7 @@ def test_any_command_line_resolves_or_fails_with_one_line(data, config, stop, en
 
 BACKEND_VALUES = {
     "--instance-count": st.one_of(st.integers(-3, 10).map(str), st.text(max_size=5)),
-    "--vm-size": st.one_of(st.sampled_from(["Standard_NC6", "STANDARD_D2_V2", "Standard_ND96asr_v4"]),
+    "--vm-size": st.one_of(st.sampled_from(["Standard_NC4as_T4_v3", "STANDARD_D2_V2", "Standard_ND96asr_v4"]),
                            st.text(max_size=20)),
     "--shm-size": st.one_of(st.sampled_from(["8g", "16g", "24g", "1g", "9000m"]), st.text(max_size=6)),
     "--tag": st.text(max_size=12),

@@ -23,7 +23,7 @@ CPU_VM_SIZE = "Standard_D4s_v3"
 # 11.8; the 12.6 build is the one that still runs on Volta (NCv3's V100) as well as T4, A100 and H100.
 GPU_IMAGE = "mcr.microsoft.com/azureml/openmpi5.0-cuda12.6-ubuntu24.04:latest"
 GPU_TORCH_BUILD = "cu126"
-CPU_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest"
+CPU_IMAGE = "mcr.microsoft.com/azureml/openmpi5.0-ubuntu24.04:latest"  # the GPU image's generation, without CUDA
 CPU_TORCH_BUILD = "cpu"
 
 VM_SIZE = re.compile(r"^(standard|basic)_[a-z]+\d+[a-z0-9_-]*$", re.IGNORECASE)
@@ -141,7 +141,7 @@ class AzureOptions(BaseModel):
     @classmethod
     def _vm_size(cls, vm_size: Optional[str]) -> Optional[str]:
         if vm_size is not None and not VM_SIZE.match(vm_size):
-            raise UsageError(f"--vm-size {vm_size!r} is not an Azure VM size like Standard_NC6 or Standard_D4s_v3")
+            raise UsageError(f"--vm-size {vm_size!r} is not an Azure VM size like {GPU_VM_SIZE} or {CPU_VM_SIZE}")
         return vm_size
 
     @field_validator("shm_size")
