@@ -1,20 +1,18 @@
-"""Result loggers: the core's own (a console line per result, `metrics.jsonl`), the guard every logger runs
-behind, and MLflow's, which any plugin can hand out."""
+"""Result loggers: the core's own (a console line per result, `metrics.jsonl`) and the guard every logger runs
+behind."""
 
 from __future__ import annotations
 
 import collections
 import datetime
 import json
-import math
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-from pong_train.job import ResultLogger, Run
-from pong_train.metrics import ARTICLE_NAMES, RESULT_PATHS
+from pong_train.job import ResultLogger
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -144,45 +142,3 @@ class ConsoleLogger(ResultLogger):
             file=self.stream or sys.stdout,  # at log time: a redirected stdout is honoured
             flush=True,
         )
-
-
-# MLflow logging lives in the core so that every backend can hand it out without importing another
-# backend; mlflow itself is imported only when a logger is made.
-# Each result sends the article's names, RLlib's result paths (the timing among them), and the learner's losses.
-MLFLOW_METRICS = (*ARTICLE_NAMES, *RESULT_PATHS)
-MLFLOW_LOSS_PREFIX = "learners/default_policy/"
-
-
-class MlflowLogger(ResultLogger):
-    """Logs params once and each result's metrics (step = training iteration) to one MLflow run.
-
-    With MLFLOW_RUN_ID set (as inside an Azure ML job), it attaches to that run; otherwise it starts
-    a run named after the run directory in the given experiment.
-    """
-
-    def __init__(self, params: dict[str, Any], run_name: str, experiment: str | None = None) -> None:
-        import mlflow
-
-        self._mlflow = mlflow
-        run_id = os.environ.get("MLFLOW_RUN_ID")  # start_run() removes it from the environment
-        if run_id is None and experiment:
-            mlflow.set_experiment(experiment)
-        self._run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name)
-        mlflow.log_params({k: v for k, v in params.items() if v is not None})
-
-    def log_result(self, row: dict[str, Any]) -> None:
-        metrics = {
-            name: float(value)
-            for name, value in row.items()
-            if (name in MLFLOW_METRICS or (name.startswith(MLFLOW_LOSS_PREFIX) and name.endswith("loss")))
-            and isinstance(value, (int, float)) and math.isfinite(value)
-        }
-        self._mlflow.log_metrics(metrics, step=int(row["training_iteration"]))
-
-    def close(self) -> None:
-        self._mlflow.end_run()
-
-
-def run_params(run: Run) -> dict[str, Any]:
-    """The run's identity and its whole training config, as MLflow params."""
-    return {"run": run.job.run, "env": run.job.env, "backend": run.job.backend, **run.job.config.model_dump()}

@@ -119,3 +119,17 @@ def test_the_command_line_page_tables_name_every_option_and_preset():
     assert {name for name in PRESETS if name != "default" and f"| `{name}` |" not in presets_table} == set()
     preset_row = next(line for line in options_table.splitlines() if line.startswith("| `--preset "))
     assert set(preset_row.split("`")[1].removeprefix("--preset ").split("\\|")) == set(PRESETS) - {"default"}
+
+
+def test_the_core_imports_neither_mlflow_nor_azure():
+    """MLflow belongs to the mlflow plugin and Azure to the azureml one: nothing in pong_train/ imports either,
+    not even inside a function."""
+    import ast
+
+    found = []
+    for path in PACKAGES["pong_train"].rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            found += [f"{path.name}: {name}" for name in names if name.split(".")[0] in ("mlflow", "azure", "azureml")]
+    assert found == []

@@ -13,7 +13,7 @@ import click
 
 from pong_train import hookimpl
 from pong_train.errors import UsageError
-from pong_train.job import Backend, Invocation, Job, ResultLogger, Run
+from pong_train.job import Backend, Invocation, Job
 from pong_train_azureml.options import PLUGIN, AzureOptions, azure_options
 from pong_train_azureml.sdk import require_sdk
 
@@ -96,13 +96,3 @@ def submit_and_follow(job: Job, opts: Any, invocation: Invocation, client: Any) 
     if opts.no_wait:
         return 0
     return service.follow(client, created.name)
-
-
-@hookimpl
-def pong_train_result_loggers(run: Run) -> list[ResultLogger]:
-    # Inside the job Azure ML points MLflow at the job's run; the core keeps the console line and metrics.jsonl.
-    if run.job.backend != NAME or not azure_options(run.job.options).in_job:
-        return []
-    from pong_train.loggers import MlflowLogger, run_params
-
-    return [MlflowLogger(run_params(run), run.run_dir.name)]

@@ -4,6 +4,7 @@ node trains and every node ends."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -32,7 +33,18 @@ def run_in_job(job: Job, opts: AzureOptions, invocation: Invocation) -> int:
                 return 0
             invocation = invocation.but(resume_dir=earlier.resolve())
     launch = train_mpi if opts.in_job == "mpi" else train_ray_launch
-    return launch(job, invocation, opts.instance_count)
+    return launch(with_mlflow(job), invocation, opts.instance_count)
+
+
+def with_mlflow(job: Job) -> Job:
+    """The job with the mlflow plugin switched on (`--mlflow`, MLflow's default store) where Azure ML pointed MLflow
+    at the job's run (MLFLOW_TRACKING_URI), so every result lands in that run's metrics."""
+    from pong_train_mlflow import MLFLOW_DEFAULT, PLUGIN as MLFLOW_PLUGIN
+
+    if not os.environ.get("MLFLOW_TRACKING_URI") or job.options.get(MLFLOW_PLUGIN, {}).get("uri") is not None:
+        return job
+    switched_on = {**job.options.get(MLFLOW_PLUGIN, {}), "uri": MLFLOW_DEFAULT}
+    return job.model_copy(update={"options": {**job.options, MLFLOW_PLUGIN: switched_on}})
 
 
 def earlier_attempt(runs_folder: Path) -> Path | None:

@@ -1,21 +1,22 @@
 """MLflow logging for any run: `--mlflow [URI]` sends params and every result to an MLflow tracking store.
 
-The same logger records the azureml backend's runs in the cloud, so laptop and cluster runs carry the
-same metric names and sit side by side in one MLflow UI.
+The azureml backend switches this plugin on inside its jobs, where Azure ML points MLflow at the job's run, so
+laptop and cluster runs carry the same metric names and sit side by side in one MLflow UI.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 from pydantic import BaseModel, ConfigDict
 
 from pong_train import hookimpl
 from pong_train.errors import UsageError
 from pong_train.job import ResultLogger, Run
-from pong_train.loggers import MlflowLogger, run_params
+from pong_train.metrics import ARTICLE_NAMES, RESULT_PATHS
 from pong_train.plugin_options import Flag
 
 PLUGIN = "mlflow"
@@ -50,6 +51,47 @@ def default_tracking_uri() -> str:
     if uri.startswith("sqlite:") and not all(importlib.util.find_spec(m) for m in ("sqlalchemy", "alembic")):
         raise UsageError(f"--mlflow's default store ({uri}) needs SQLAlchemy and alembic: {INSTALL_HINT}")
     return uri
+
+
+# mlflow itself is imported only when a logger is made, so discovering the plugin stays fast.
+# Each result sends the article's names, RLlib's result paths (the timing among them), and the learner's losses.
+MLFLOW_METRICS = (*ARTICLE_NAMES, *RESULT_PATHS)
+MLFLOW_LOSS_PREFIX = "learners/default_policy/"
+
+
+class MlflowLogger(ResultLogger):
+    """Logs params once and each result's metrics (step = training iteration) to one MLflow run.
+
+    With MLFLOW_RUN_ID set (as inside an Azure ML job), it attaches to that run; otherwise it starts
+    a run named after the run directory in the given experiment.
+    """
+
+    def __init__(self, params: dict[str, Any], run_name: str, experiment: str | None = None) -> None:
+        import mlflow
+
+        self._mlflow = mlflow
+        run_id = os.environ.get("MLFLOW_RUN_ID")  # start_run() removes it from the environment
+        if run_id is None and experiment:
+            mlflow.set_experiment(experiment)
+        self._run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name)
+        mlflow.log_params({k: v for k, v in params.items() if v is not None})
+
+    def log_result(self, row: dict[str, Any]) -> None:
+        metrics = {
+            name: float(value)
+            for name, value in row.items()
+            if (name in MLFLOW_METRICS or (name.startswith(MLFLOW_LOSS_PREFIX) and name.endswith("loss")))
+            and isinstance(value, (int, float)) and math.isfinite(value)
+        }
+        self._mlflow.log_metrics(metrics, step=int(row["training_iteration"]))
+
+    def close(self) -> None:
+        self._mlflow.end_run()
+
+
+def run_params(run: Run) -> dict[str, Any]:
+    """The run's identity and its whole training config, as MLflow params."""
+    return {"run": run.job.run, "env": run.job.env, "backend": run.job.backend, **run.job.config.model_dump()}
 
 
 class MlflowOptions(BaseModel):
