@@ -244,3 +244,30 @@ def test_fast_cnn_computes_rllibs_cnn(dim, filters):
     for (name, a), (_, b) in zip(rllib.named_parameters(), fast.named_parameters()):
         assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-5), name
     assert list(fast.state_dict()) == list(rllib.state_dict())  # checkpoints load either way
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("run", ["IMPALA", "APPO"])
+def test_a_short_run_under_the_defaults_moves_its_losses_and_its_entropy(tmp_path, run):
+    """The defaults as a user gets them (one env runner of 64 emulators, 100-step updates), for 90 seconds: a change
+    that silently stops learning (no gradient reaching the policy, a learning rate of 0) leaves the entropy where the
+    network started and fails here."""
+    import math
+    import statistics
+
+    from conftest import run_cli, run_dirs
+    from pong_train.loggers import read_metrics
+
+    proc = run_cli("--run", run, "--config", '{"num_gpus": 0}', "--stop", '{"time_total_s": 90}',
+                   "--storage-path", str(tmp_path), "--quiet", timeout=500)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [run_dir] = run_dirs(tmp_path)
+    rows = [row for row in read_metrics(run_dir / "metrics.jsonl") if row.get("learners/default_policy/entropy")]
+    assert len(rows) >= 4, f"{len(rows)} results with a learner update in 90 s"
+    entropy = [row["learners/default_policy/entropy"] for row in rows]
+    vf_loss = [row["learners/default_policy/vf_loss"] for row in rows]
+    assert all(math.isfinite(value) for value in entropy + vf_loss)
+    assert max(entropy) - min(entropy) > 0.01, entropy  # the policy moved
+    assert statistics.pstdev(vf_loss) > 0, vf_loss
+    assert all(value <= math.log(6) + 1e-4 for value in entropy)  # a distribution over Pong's 6 actions

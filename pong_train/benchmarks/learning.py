@@ -115,6 +115,7 @@ def summarize(name: str, config: dict[str, Any], seed: int, run_dir: Path) -> di
         "cpu_share": cpu_share(rows),
         "curve": [{"steps": r["timesteps_total"], "time_s": r["time_total_s"],
                    "reward": r.get("episode_reward_mean"),
+                   "iteration_reward": r.get("env_runners/episode_return_mean"),
                    "entropy": r.get("learners/default_policy/entropy")} for r in rows],
     }
 
