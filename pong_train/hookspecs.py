@@ -82,7 +82,8 @@ def pong_train_launch(job: Job, invocation: Invocation) -> int | None:
         :func:`pong_train.progress.show_notes` once it accepts the job). An implementation may
         leave this parameter out.
 
-    To train in this process, call :func:`pong_train.training.run_training` with both: the run
+    To train in this process, call :func:`pong_train.training.run_training` with both (given the job
+    alone, it takes this call's invocation, so every plugin's loggers still run): the run
     directory then gets the core's outputs (``metrics.jsonl``, ``job.json``, ``run.json``,
     ``placement.json``, ``curve.png``) and the console its line per result. To train elsewhere,
     ship the job there with ``job.save(path)`` and run ``python -m pong_train --job FILE`` on
