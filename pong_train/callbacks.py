@@ -9,7 +9,7 @@ from typing import Any
 
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
-from pong_train.metrics import FINISHED_EPISODES, EpisodeWindow, add_article_names
+from pong_train.metrics import FINISHED_EPISODES, add_article_names
 
 
 def rss_mb() -> float:
@@ -72,13 +72,6 @@ class ChunkTotals:
         return self.duration_s
 
 
-def episode_window(algorithm: Any) -> EpisodeWindow:
-    """The article's window of finished episodes of `algorithm` (pong_train.algorithms keeps it in checkpoints)."""
-    if not isinstance(getattr(algorithm, "episode_window", None), EpisodeWindow):
-        algorithm.episode_window = EpisodeWindow()
-    return algorithm.episode_window
-
-
 # The private attribute that holds them (checked by tests/test_learning_guards.py, so an RLlib rename fails loudly).
 RETURNED_CHUNKS = "_ongoing_episodes_for_metrics"
 
@@ -126,7 +119,7 @@ class RunCallbacks(RLlibCallback):
     def on_train_result(self, *, algorithm: Any, result: dict, **_: Any) -> None:
         """The article's metric names join RLlib's in every result, so Tune's files and TensorBoard carry both; so
         do the memory and CPU share of the learner's and each env runner's process."""
-        add_article_names(result, episode_window(algorithm))
+        add_article_names(result, algorithm.episode_window)  # pong_train.algorithms owns it
         result["placement"] = self.placement
         group = algorithm.env_runner_group
         runners = group.foreach_env_runner(process_use, local_env_runner=False,
