@@ -7,7 +7,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from pong_train.errors import UsageError, closest
+from pong_train.errors import closest
 
 RLLIB_ENV_NAME = "pong_train_atari"
 """Name under which the env creator is registered with Tune; the real id travels in env_config."""
@@ -24,15 +24,15 @@ def ale_env_ids() -> list[str]:
     return sorted(env_id for env_id, spec in gym.registry.items() if str(spec.entry_point).startswith("ale_py"))
 
 
-def validate_env_id(env_id: str, field: str = "--env") -> None:
-    """Fail before Ray starts unless `env_id` is a registered ALE game (PongNoFrameskip-v4, ALE/Pong-v5, ...);
-    the error names `field` (the flag, or the job file's key)."""
+def validate_env_id(env_id: str) -> str:
+    """`env_id` if it is a registered ALE game (PongNoFrameskip-v4, ALE/Pong-v5, ...), else a ValueError with a
+    hint (the Job's check, which names the field)."""
     known = ale_env_ids()
     if env_id in known:
-        return
+        return env_id
     match = closest(env_id, known, cutoff=0.6)
     hint = f"; did you mean '{match}'?" if match else "; try PongNoFrameskip-v4 or ALE/Pong-v5"
-    raise UsageError(f"{field}: '{env_id}' is not an Atari (ALE) environment id{hint}")
+    raise ValueError(f"'{env_id}' is not an Atari (ALE) environment id{hint}")
 
 
 def make_env(env_config: dict[str, Any]) -> gym.Env:

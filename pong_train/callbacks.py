@@ -72,7 +72,7 @@ class ChunkTotals:
         return self.duration_s
 
 
-# The private attribute that holds them (checked by tests/test_learning_guards.py, so an RLlib rename fails loudly).
+# The private attribute that holds them (pong_train/private_apis.py lists it; its test finds it in RLlib's source).
 RETURNED_CHUNKS = "_ongoing_episodes_for_metrics"
 
 

@@ -9,7 +9,7 @@ import socket
 import sys
 
 from pong_train.config import TrainConfig, check_gpus
-from pong_train.errors import UsageError
+from pong_train.errors import UsageError, first_line
 
 MIN_SHARED_MEMORY = 1 << 30
 
@@ -60,8 +60,7 @@ def connect(address: str | None, debug: bool = False, dashboard: bool = False, n
         try:
             ray.init(address=address, **quiet)
         except Exception as err:  # Ray raises several types for a refused join
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise UsageError(f"--ray-address {address}: cannot join the Ray cluster: {first}") from None
+            raise UsageError(f"--ray-address {address}: cannot join the Ray cluster: {first_line(err)}") from None
         return
     warn_small_shared_memory()
     # Ray starts its workers at nice 15: anything else on the machine then starves the emulators.

@@ -3,12 +3,12 @@ translated in `user_config`)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, ValidationError, field_validator,
+                      model_validator)
 
-from pong_train.errors import UsageError
+from pong_train.errors import UsageError, validation_line
 
 
 class TrainConfig(BaseModel):
@@ -44,9 +44,10 @@ class TrainConfig(BaseModel):
     """GPUs per learner (the article's `num_gpus`); above 0 the learner trains on a GPU."""
     num_gpu_loader_threads: int = Field(default=8, ge=1)
     """Threads moving batches onto each learner's GPU (the article's `num_data_loader_buffers`)."""
-    lr: float = Field(default=0.001, gt=0)
-    """Learning rate (Adam's step size); twice RLlib's 0.0005 by default, which reached 18 sooner on 2 cores
-    (the figures: docs/learning.md, section 10)."""
+    lr: Union[PositiveFloat, list[tuple[NonNegativeInt, PositiveFloat]]] = 0.001
+    """Learning rate (Adam's step size), or a schedule as RLlib takes it: `[[agent steps, lr], ...]`, from 0 steps
+    on, steps increasing, linear between the points and the last lr after them. Twice RLlib's 0.0005 by default,
+    which reached 18 sooner on 2 cores (the figures: docs/learning.md, section 10)."""
     gamma: float = Field(default=0.99, gt=0, le=1)
     """Discount factor."""
     entropy_coeff: float = Field(default=0.01, ge=0)
@@ -103,6 +104,20 @@ class TrainConfig(BaseModel):
     `circular_buffer_num_batches` x `circular_buffer_iterations_per_batch` x `train_batch_size_per_learner`
     trained steps."""
 
+    @field_validator("lr", mode="before")
+    @classmethod
+    def _schedule_from_zero(cls, lr: Any) -> Any:
+        if not isinstance(lr, list):
+            return lr
+        pairs = all(isinstance(p, (list, tuple)) and len(p) == 2 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in p) for p in lr)
+        steps = [p[0] for p in lr] if pairs else []
+        if not lr or not pairs or steps[0] != 0 or any(b <= a for a, b in zip(steps, steps[1:])) or any(
+                not float(step).is_integer() or value <= 0 for step, value in lr):
+            raise ValueError(f"a schedule is [[0, lr], [agent steps, lr], ...], steps increasing, every lr above 0; "
+                             f"got {lr!r}")
+        return [(int(step), float(value)) for step, value in lr]
+
     @model_validator(mode="after")
     def _minibatch_fits(self) -> "TrainConfig":
         if self.minibatch_size is not None and (
@@ -144,12 +159,13 @@ ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {"IMPALA": {}, "APPO": APPO_DEFA
 
 
 def check_algorithm_keys(config: TrainConfig, run: str) -> None:
-    """Refuse settings that mean nothing to `run` (an APPO key under IMPALA), naming their algorithm."""
+    """Refuse settings that mean nothing to `run` (an APPO key under IMPALA), naming their algorithm (the Job's
+    check: a ValueError)."""
     if run == "APPO":
         return
     foreign = [key for key in APPO_DEFAULTS if getattr(config, key) is not None]
     if foreign:
-        raise UsageError(f"config key '{foreign[0]}' is an APPO setting and means nothing to {run}; "
+        raise ValueError(f"config key '{foreign[0]}' is an APPO setting and means nothing to {run}; "
                          f"train with --run APPO or drop it")
 
 
@@ -208,12 +224,8 @@ def build_config(layers: list[dict[str, Any]], run: str = "IMPALA") -> TrainConf
     try:
         config = TrainConfig(**merged)
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        if not where:  # a rule over several keys
-            raise UsageError(f"config: {first['msg'].removeprefix('Value error, ')}") from None
-        raise UsageError(f"config key '{where}': {first['msg']} (got {json.dumps(first.get('input'), default=str)})") from None
-    check_algorithm_keys(config, run)
+        raise UsageError(validation_line(err, lambda loc: f"config key '{'.'.join(map(str, loc))}'" if loc
+                                         else "config")) from None
     return config
 
 

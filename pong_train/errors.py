@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+import json
+from typing import TYPE_CHECKING, Callable, Iterable
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 
 class UsageError(Exception):
@@ -38,6 +42,31 @@ def closest(word: str, candidates: Iterable[str], cutoff: float = 0.5) -> str | 
     """The candidate `word` was most likely meant to be, or None."""
     match = difflib.get_close_matches(word, list(candidates), n=1, cutoff=cutoff)
     return match[0] if match else None
+
+
+def first_line(err: object) -> str:
+    """The first line of an error's message that says something, or the error's type when it says nothing."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+def last_line(err: object) -> str:
+    """The last line that says something: where a remote error's message is the traceback that ends in it."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[-1] if lines else type(err).__name__
+
+
+def validation_line(err: "ValidationError", where: Callable[[tuple], str]) -> str:
+    """A model's first refusal as one line, `where(loc)` in front: the place of the refused value as the user gave
+    it (a flag, a config key, a job file's field; for a rule over the whole model, loc is empty and `where` may
+    give nothing). The model's own rules (pydantic's value_error) say what they got; pydantic's are told it."""
+    first = err.errors()[0]
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] != "value_error":
+        message += f" (got {json.dumps(first.get('input'), default=str)[:80]})"
+    # A union's member shows in loc by its type ('constrained-float'): not a place the user wrote.
+    place = where(tuple(part for part in first["loc"] if isinstance(part, int) or str(part).isidentifier()))
+    return f"{place}: {message}" if place else message
 
 
 EXIT_OK = 0

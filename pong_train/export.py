@@ -15,7 +15,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pong_train import __version__
-from pong_train.errors import UsageError
+from pong_train.errors import UsageError, first_line
 from pong_train.evaluate import Policy, choose, load_module, trained_job_of
 from pong_train.rundir import BEST_CHECKPOINT, read_best
 
@@ -133,7 +133,10 @@ def action_meanings(env_id: str) -> list[str]:
 
     from pong_train import atari
 
-    atari.validate_env_id(env_id)  # registers ALE's envs
+    try:
+        atari.validate_env_id(env_id)  # registers ALE's envs
+    except ValueError as err:
+        raise UsageError(f"the policy's env: {err}") from None
     env = gym.make(env_id)
     try:
         return list(env.unwrapped.get_action_meanings())
@@ -224,7 +227,4 @@ def uint8_frames(obs: np.ndarray) -> np.ndarray:
     return np.rint((obs + 1.0) * 128.0).astype(np.uint8)
 
 
-def first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__
 

@@ -29,7 +29,7 @@ def pong_train_backends() -> list[Backend]:
 
 
 @hookspec
-def pong_train_cli_options() -> list[click.Option | type[BaseModel]]:
+def pong_train_cli_options() -> list[type[BaseModel]]:
     """Add options to the training command line.
 
     When: once per command, before the command line is parsed.
@@ -41,8 +41,7 @@ def pong_train_cli_options() -> list[click.Option | type[BaseModel]]:
         builds the options from it, validates the values with it (one line naming the flag,
         exit 2, for a value it refuses) and keeps them as ``job.options[<plugin name>]``, a
         dict by field name, so ``Model.model_validate(job.options[<plugin name>])`` gives them
-        back typed. Or a list of :class:`click.Option`, whose values are kept as given, as
-        ``job.options[<plugin name>][<parameter name>]``. Name options after the plugin
+        back typed. Anything else sets the plugin aside. Name options after the plugin
         (``--azureml-...``) unless they are the plugin's main vocabulary; a clash with a core
         option is an error. Options are listed in ``--help`` under the plugin's name; beside
         ``--resume`` and ``--job`` the ones given are laid over the saved job's.

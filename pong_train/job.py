@@ -4,21 +4,23 @@ interface."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from pathlib import Path
 from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pong_train.atari import validate_env_id
 from pong_train.cluster import validate_address
 from pong_train.config import TrainConfig, check_algorithm_keys
-from pong_train.errors import UsageError
+from pong_train.errors import UsageError, validation_line
 from pong_train.metrics import validate_stop
 
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 JOB_FILE = "job.json"
+FLAGS = {"backend": "--backend", "run": "--run", "env": "--env", "config": "--config", "stop": "--stop",
+         "storage_path": "--storage-path", "checkpoint_freq": "--checkpoint-freq",
+         "checkpoint_keep": "--checkpoint-keep", "name": "--name"}
+"""The command line's flag for each of the job's fields, which its errors name when the command line made it."""
 """The job as the run directory keeps it: what `--resume` and a remote backend read back (`--job FILE`)."""
 
 
@@ -62,45 +64,30 @@ class Job(BaseModel):
     name: Optional[str] = None
     """Experiment name; the run directory is named after it."""
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    """The options plugins added, by plugin name: as the plugin's options model validated them (by field name), or
-    as click gave them (by parameter name) for options declared one by one."""
+    """The options plugins added, by plugin name: as the plugin's options model validated them, by field name."""
 
-    @model_validator(mode="before")
-    @classmethod
-    def _older_job_files(cls, data: Any) -> Any:
-        # Job files of pong-train 0.1 also kept how their command ran them (the Invocation's now), and the plugins'
-        # options by parameter name alone, which cannot be told apart by plugin: those take their defaults.
-        if isinstance(data, dict) and INVOCATION_KEYS & data.keys():
-            data = {key: value for key, value in data.items() if key not in INVOCATION_KEYS}
-        if isinstance(data, dict) and isinstance(data.get("options"), dict):
-            data = {**data, "options": {k: v for k, v in data["options"].items() if isinstance(v, dict)}}
-        return data
-
-    # The same checks as the command line's, so a job file (--job, --resume, a cloud node) is refused alike.
+    # The one place these rules are checked, however the job arrives (the command line, --job, --resume, a
+    # cloud node); the error's one line names the field as its source gave it (`from_flags`, `load`).
     @field_validator("env")
     @classmethod
     def _known_env(cls, env: str) -> str:
-        as_field_error(validate_env_id, env, field="env")
-        return env
+        from pong_train.atari import validate_env_id  # the ALE registry: loaded to validate a job, not to import one
+
+        return validate_env_id(env)
 
     @field_validator("name")
     @classmethod
     def _usable_as_a_folder_name(cls, name: Optional[str]) -> Optional[str]:
-        if name is not None:
-            as_field_error(validate_run_name, name, field="name")
-        return name
+        return name if name is None else validate_run_name(name)
 
     @field_validator("stop", mode="before")
     @classmethod
     def _known_stop_metrics(cls, stop: Any) -> dict[str, float]:
-        return as_field_error(validate_stop, stop, field="stop")
+        return validate_stop(stop)
 
     @model_validator(mode="after")
     def _settings_fit_the_algorithm(self) -> "Job":
-        try:
-            check_algorithm_keys(self.config, self.run)
-        except UsageError as err:
-            raise ValueError(str(err)) from None
+        check_algorithm_keys(self.config, self.run)
         return self
 
     def save(self, path: Path) -> Path:
@@ -109,6 +96,17 @@ class Job(BaseModel):
         tmp.write_text(self.model_dump_json(indent=2) + "\n")
         tmp.replace(path)
         return path
+
+    @classmethod
+    def from_flags(cls, fields: dict[str, Any], flags: Optional[dict[str, str]] = None) -> "Job":
+        """The job the command line asks for; a value it refuses is a UsageError naming its flag (`FLAGS`, with
+        `flags` laid over them for values that came from elsewhere, such as a config file's `stop`)."""
+        given = {**FLAGS, **(flags or {})}
+        try:
+            return cls.model_validate(fields)
+        except ValidationError as err:
+            raise UsageError(validation_line(err, lambda loc: given.get(str(loc[0]), str(loc[0])) if loc
+                                             else "")) from None
 
     @classmethod
     def load(cls, path: Path) -> "Job":
@@ -151,48 +149,30 @@ class Invocation:
         if self.ray_address is not None:
             validate_address(self.ray_address, field="--ray-address")
 
-    @property
-    def hook(self) -> Any:
-        """The plugins' hook relay (``plugin_manager.hook``), so code that runs the job can call hooks."""
-        return None if self.plugin_manager is None else self.plugin_manager.hook
-
     def but(self, **changes: Any) -> "Invocation":
         """This invocation with `changes` (a backend's own Ray address, the run it resumes, ...)."""
         return dataclasses.replace(self, **changes)
 
 
-INVOCATION_KEYS = frozenset(field.name for field in dataclasses.fields(Invocation))
-
-
-def validate_run_name(name: str, field: str = "--name") -> str:
+def validate_run_name(name: str) -> str:
     """A name that can name the run directory, and a cloud backend's datastore folder after it."""
     if not RUN_NAME.fullmatch(name):
-        raise UsageError(f"{field} {name!r}: use 1-100 letters, digits, dots, underscores or hyphens, starting with a "
-                         "letter or digit (it names the run directory)")
+        raise ValueError(f"{name!r}: use 1-100 letters, digits, dots, underscores or hyphens, starting with a letter "
+                         "or digit (it names the run directory)")
     return name
-
-
-def as_field_error(check: Any, value: Any, field: str) -> Any:
-    """Run one of the command line's checks inside the model: its UsageError becomes pydantic's ValueError."""
-    try:
-        return check(value, field=field)
-    except UsageError as err:
-        raise ValueError(str(err)) from None
 
 
 def validation_message(err: ValidationError) -> str:
     """The first error of a job that failed validation, as one line naming its field."""
     first = err.errors()[0]
     where = ".".join(str(p) for p in first["loc"])
-    if first["type"] == "value_error":  # the job's own checks already name the field
-        return first["msg"].removeprefix("Value error, ")
     if first["type"] == "json_invalid":
         return f"not a pong-train job file (not valid JSON: {first['msg'].removeprefix('Invalid JSON: ')})"
     if first["type"] == "extra_forbidden":
         return f"{where}: not a field of a pong-train job"
     if first["type"] == "missing":
         return f"{where}: missing (a pong-train job file names at least its backend)"
-    return f"{where or 'the file'}: {first['msg']} (got {json.dumps(first.get('input'), default=str)[:80]})"
+    return validation_line(err, lambda loc: ".".join(str(p) for p in loc))
 
 
 @dataclasses.dataclass

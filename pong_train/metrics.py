@@ -7,7 +7,7 @@ import numbers
 from collections import deque
 from typing import Any
 
-from pong_train.errors import UsageError, closest
+from pong_train.errors import closest
 
 EPISODE_WINDOW = 100
 """Finished episodes the article's episode statistics cover: RLlib 0.8.3's `metrics_smoothing_episodes`, across
@@ -70,21 +70,21 @@ class EpisodeWindow:
         }
 
 
-def validate_stop(stop: Any, field: str = "--stop") -> dict[str, float]:
-    """Check stop criteria before Ray starts: a mapping of known metric names to numeric thresholds; the error
-    names `field` (the flag, or the job file's key)."""
+def validate_stop(stop: Any) -> dict[str, float]:
+    """Stop criteria as floats, if `stop` maps known metric names to finite thresholds, else a ValueError (the
+    Job's check, which names the field)."""
     if not isinstance(stop, dict):
-        raise UsageError(f"{field}: must be a mapping of metric name to threshold, got {stop!r}")
+        raise ValueError(f"must be a mapping of metric name to threshold, got {stop!r}")
     checked: dict[str, float] = {}
     for name, threshold in stop.items():
         if not isinstance(name, str):
-            raise UsageError(f"{field}: metric names must be strings, got {name!r}")
+            raise ValueError(f"metric names must be strings, got {name!r}")
         if name not in STOP_METRICS:
             match = closest(name, STOP_METRICS)
             hint = f"did you mean '{match}'?" if match else "known: " + ", ".join(STOP_METRICS)
-            raise UsageError(f"{field}: unknown metric '{name}'; {hint}")
+            raise ValueError(f"unknown metric '{name}'; {hint}")
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
-            raise UsageError(f"{field}: threshold for '{name}' must be a finite number, got {threshold!r}")
+            raise ValueError(f"threshold for '{name}' must be a finite number, got {threshold!r}")
         checked[name] = float(threshold)
     return checked
 

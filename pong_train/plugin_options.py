@@ -1,6 +1,8 @@
-"""A plugin's options declared as a pydantic model: each field is one command-line option (`Flag` says its flags),
-its docstring the option's help; the core builds the click options from the model, validates the values with it and
-keeps them in the job under the plugin's name (`job.options["azureml"]`)."""
+"""Plugins' command-line options, their whole life in one place: a plugin declares them as a pydantic model (each
+field one option, `Flag` says its flags, its docstring the help); the core adds click options made from the model
+to the root command (`add_plugin_options`), refuses a backend's options given with another backend
+(`check_owners`), validates the values with the model (`validated`) and keeps them in the job under the plugin's
+name, by field name (`kept_options`: `job.options["azureml"]`)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,10 @@ import click
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from pong_train.errors import UsageError
+from pong_train.errors import PluginError, UsageError, validation_line
+
+PLUGIN_ATTR = "pong_train_plugin"
+"""Set on each click option made from a plugin's model: the name of that plugin."""
 
 def param_prefix(owner: str) -> str:
     """What the name click gives an option of `owner`'s model starts with (`azureml__compute`): two plugins' fields
@@ -70,7 +75,63 @@ def validated(model: type[BaseModel], values: dict[str, Any]) -> BaseModel:
     try:
         return model.model_validate(values)
     except ValidationError as err:
-        first = err.errors()[0]
-        field = str(first["loc"][0]) if first["loc"] else ""
-        flag = next((decls[0] for name, decls, _ in declarations(model) if name == field), field or "an option")
-        raise UsageError(f"{flag} {first.get('input')!r}: {first['msg'].removeprefix('Value error, ')}") from None
+        flags = {name: decls[0] for name, decls, _ in declarations(model)}
+        raise UsageError(validation_line(err, lambda loc: flags.get(str(loc[0]), str(loc[0])) if loc
+                                         else "")) from None
+
+
+def one_model(answer: list[Any]) -> str | None:
+    """What is wrong with a `pong_train_cli_options` answer, if anything: it holds one options model or nothing."""
+    if len(answer) > 1 or any(not is_options_model(item) for item in answer):
+        return (f"returned {', '.join(type(item).__name__ for item in answer)}; return [YourOptions], one pydantic "
+                "model whose fields carry a Flag (docs/plugins.md)")
+    return None
+
+
+def add_plugin_options(params: list[click.Parameter], plugins: Any) -> None:
+    """Append to the root command's `params` the options made from each plugin's model, each marked with its
+    plugin (`PLUGIN_ATTR`) and listed in --help under its name; a flag that clashes is the plugin's error."""
+    taken = {opt for param in params for opt in param.opts}
+    for plugin_name, declared in plugins.discover("pong_train_cli_options", misfit=one_model):
+        if not declared:
+            continue
+        plugins.option_models[plugin_name] = declared[0]
+        for option in click_options(declared[0], plugin_name):
+            clash = taken.intersection(option.opts)
+            if clash:
+                raise PluginError(f"{plugins.label(plugin_name)} adds option {sorted(clash)[0]}, which pong-train "
+                                  "already has")
+            setattr(option, PLUGIN_ATTR, plugin_name)
+            option.help = f"[{plugin_name}] {option.help or ''}".strip()
+            params.append(option)
+            taken.update(option.opts)
+
+
+def owners(params: list[click.Parameter]) -> dict[str, str]:
+    """Parameter name -> the plugin whose option it is, for the options `add_plugin_options` added."""
+    return {param.name: getattr(param, PLUGIN_ATTR) for param in params if getattr(param, PLUGIN_ATTR, None)}
+
+
+def check_owners(params: list[click.Parameter], plugins: Any, backend: str, given: set[str]) -> None:
+    """Options of another backend make no sense here; observers' options (a plugin with no backend) go with any."""
+    backend_plugins = {plugin for _, plugin in plugins.backends().values()}
+    for param in params:
+        plugin_name = getattr(param, PLUGIN_ATTR, None)
+        if param.name in given and plugin_name in backend_plugins - {plugins.backends()[backend][1]}:
+            raise UsageError(f"{param.opts[0]} belongs to {plugins.label(plugin_name)}, not to backend '{backend}'")
+
+
+def by_plugin(params: list[click.Parameter], values: dict[str, Any], only: set[str] | None = None) -> dict[str, dict]:
+    """The values click parsed for the plugins' options (`only` those, if given), by plugin, then by field."""
+    grouped: dict[str, dict[str, Any]] = {plugin: {} for plugin in owners(params).values()}
+    for name, plugin in owners(params).items():
+        if only is None or name in only:
+            value = values[name]
+            grouped[plugin][name.removeprefix(param_prefix(plugin))] = list(value) if isinstance(value, tuple) else value
+    return grouped
+
+
+def kept_options(plugins: Any, values: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """What the job keeps of each plugin's options: as its model validates them, defaults included, as JSON."""
+    return {plugin: validated(plugins.option_models[plugin], given).model_dump(mode="json")
+            for plugin, given in values.items()}

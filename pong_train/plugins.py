@@ -9,12 +9,12 @@ import dataclasses
 import inspect
 import sys
 from importlib import metadata
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import pluggy
 
 from pong_train import PROJECT_NAME, hookspecs
-from pong_train.errors import PluginError, ServiceError, UsageError, closest
+from pong_train.errors import PluginError, ServiceError, UsageError, closest, first_line
 from pong_train.job import Backend, Invocation
 
 HOOK_PREFIX = PROJECT_NAME + "_"
@@ -90,7 +90,7 @@ class PluginManager(pluggy.PluginManager):
                 meant = closest(attr, known)
                 hint = f"; did you mean {meant}?" if meant else f"; the hooks are {', '.join(known)}"
                 return f"defines unknown hook {attr}{hint}"
-            if not hasattr(function, PROJECT_NAME + "_impl"):
+            if self.parse_hookimpl_opts(plugin, attr) is None:
                 return f"defines {attr} without @hookimpl, so pong-train would never call it"
         return None
 
@@ -105,21 +105,33 @@ class PluginManager(pluggy.PluginManager):
         return self._distributions.get(name, ("-", "-"))
 
     @contextlib.contextmanager
-    def blame(self, name: str, hook: str) -> Iterator[None]:
-        """Turn an exception escaping a plugin's hook into a PluginError that names it; bad input stays a UsageError."""
+    def blame(self, hook: str, name: str | None = None) -> Iterator[None]:
+        """Turn an exception escaping a plugin's implementation of `hook` into a PluginError that names the plugin
+        (`name`, else the one whose implementation the traceback passes through); bad input stays a UsageError."""
         try:
             yield
         except (UsageError, PluginError, ServiceError, KeyboardInterrupt):
             raise
         except Exception as err:
-            first = str(err).strip().splitlines()
+            if name is None:
+                name = self.culprit(hook, err)
+            said = first_line(err)
             raise PluginError(f"{self.label(name)}: hook {hook} failed: {type(err).__name__}"
-                              + (f": {first[0]}" if first else "")) from err
+                              + (f": {said}" if said != type(err).__name__ else "")) from err
+
+    def culprit(self, hook: str, err: BaseException) -> str:
+        """The plugin whose implementation of `hook` the error's traceback passes through last."""
+        owners = {impl.function.__code__: impl.plugin_name for impl in self.impls(hook)}
+        frames, found = err.__traceback__, "an unknown plugin"
+        while frames is not None:
+            found = owners.get(frames.tb_frame.f_code, found)
+            frames = frames.tb_next
+        return found
 
     def call(self, hook: str, impl: pluggy.HookImpl, **kwargs: Any) -> Any:
         """One plugin's implementation of `hook`, called through pluggy, failures naming the plugin."""
         others = [p for p in self.get_plugins() if p is not impl.plugin]
-        with self.blame(impl.plugin_name, hook):
+        with self.blame(hook, impl.plugin_name):
             result = self.subset_hook_caller(hook, remove_plugins=others)(**kwargs)
         # A collecting hook returns [its result]; a firstresult hook returns it bare.
         return result[0] if isinstance(result, list) and result else result
@@ -132,15 +144,18 @@ class PluginManager(pluggy.PluginManager):
         """(plugin name, result) of each plugin implementing `hook`, called one at a time."""
         return [(impl.plugin_name, self.call(hook, impl, **kwargs)) for impl in self.impls(hook)]
 
-    def discover(self, hook: str) -> list[tuple[str, list[Any]]]:
-        """Like `results` for the hooks every command calls first: a plugin that fails there is set aside."""
+    def discover(self, hook: str, misfit: Callable[[list[Any]], str | None] | None = None
+                 ) -> list[tuple[str, list[Any]]]:
+        """Like `results` for the hooks every command calls first: a plugin that fails there, or whose answer
+        `misfit` finds fault with (what is wrong, else None), is set aside."""
         found = []
         for impl in self.impls(hook):
             try:
                 answer = self.call(hook, impl) or []
-                if not isinstance(answer, (list, tuple)):
-                    raise PluginError(f"{self.label(impl.plugin_name)}: hook {hook} returned "
-                                      f"{type(answer).__name__}, not a list")
+                problem = (f"returned {type(answer).__name__}, not a list" if not isinstance(answer, (list, tuple))
+                           else misfit(list(answer)) if misfit else None)
+                if problem:
+                    raise PluginError(f"{self.label(impl.plugin_name)}: hook {hook} {problem}")
                 found.append((impl.plugin_name, list(answer)))
             except (UsageError, PluginError) as err:
                 self.unregister(impl.plugin)
@@ -163,16 +178,14 @@ class PluginManager(pluggy.PluginManager):
         return found
 
     def launch(self, job: Any, invocation: Any) -> int | None:
-        """`pong_train_launch` through pluggy (first non-None answer wins), naming the plugin that fails."""
+        """`pong_train_launch` through pluggy, whose firstresult stops at the first backend that answers; a failure
+        names the plugin that raised it."""
         launching = LAUNCHING.set(invocation)
         try:
-            for impl in self.impls("pong_train_launch"):
-                status = self.call("pong_train_launch", impl, job=job, invocation=invocation)
-                if status is not None:
-                    return status
+            with self.blame("pong_train_launch"):
+                return self.hook.pong_train_launch(job=job, invocation=invocation)
         finally:
             LAUNCHING.reset(launching)
-        return None
 
 
 LAUNCHING: contextvars.ContextVar[Invocation | None] = contextvars.ContextVar("launching", default=None)

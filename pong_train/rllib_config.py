@@ -53,25 +53,30 @@ def env_settings(env: str, c: TrainConfig) -> dict[str, Any]:
     return {"id": env, "dim": c.dim, "framestack": c.framestack, "frameskip": c.frameskip}
 
 
-def algorithm_config(c: TrainConfig, env: str, run: str = "IMPALA") -> Any:
-    """RLlib's IMPALAConfig or APPOConfig (`run`) training on the ALE game `env` with the settings `c`, whose
-    `num_env_runners` is resolved (see cluster.fit_to_cluster)."""
+def env_and_module(c: TrainConfig, frames_module: type) -> tuple[str, str, Any]:
+    """The registered env, RLlib's vectorize mode and the RLModule spec: the C++ vector env with the uint8-frames
+    module (`vector_env`), or RLlib's Python Atari wrappers with its default module."""
     from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
-    from pong_train.callbacks import RunCallbacks
-
-    rllib_config, learner_class, frames_module = algorithm_parts(run)
     model_config = DefaultModelConfig(
         conv_filters=[list(f) for f in c.conv_filters] if c.conv_filters else default_conv_filters(c.dim),
         head_fcnet_hiddens=list(c.head_fcnet_hiddens),
         vf_share_layers=c.vf_share_layers,
     )
     if c.vector_env:
-        env_name, vectorize = atari.RLLIB_VECTOR_ENV_NAME, "vector_entry_point"
-        module_spec = RLModuleSpec(module_class=frames_module, model_config=dataclasses.asdict(model_config))
-    else:
-        env_name, vectorize, module_spec = atari.RLLIB_ENV_NAME, "sync", RLModuleSpec(model_config=model_config)
+        return (atari.RLLIB_VECTOR_ENV_NAME, "vector_entry_point",
+                RLModuleSpec(module_class=frames_module, model_config=dataclasses.asdict(model_config)))
+    return atari.RLLIB_ENV_NAME, "sync", RLModuleSpec(model_config=model_config)
+
+
+def algorithm_config(c: TrainConfig, env: str, run: str = "IMPALA") -> Any:
+    """RLlib's IMPALAConfig or APPOConfig (`run`) training on the ALE game `env` with the settings `c`, whose
+    `num_env_runners` is resolved (see cluster.fit_to_cluster)."""
+    from pong_train.callbacks import RunCallbacks
+
+    rllib_config, learner_class, frames_module = algorithm_parts(run)
+    env_name, vectorize, module_spec = env_and_module(c, frames_module)
     return (
         rllib_config
         .environment(
@@ -98,7 +103,7 @@ def algorithm_config(c: TrainConfig, env: str, run: str = "IMPALA") -> Any:
             train_batch_size_per_learner=c.train_batch_size_per_learner,
             num_epochs=c.num_epochs,
             minibatch_size=c.update_size(),
-            lr=c.lr,
+            lr=[list(point) for point in c.lr] if isinstance(c.lr, list) else c.lr,
             gamma=c.gamma,
             entropy_coeff=c.entropy_coeff,
             vf_loss_coeff=c.vf_loss_coeff,

@@ -14,7 +14,7 @@ from typing import Any
 
 from pong_train import progress
 from pong_train.cluster import check_local_gpus, connect, fit_to_cluster
-from pong_train.errors import EXIT_FAILED, EXIT_LOST_RESULTS, EXIT_OK
+from pong_train.errors import EXIT_FAILED, EXIT_LOST_RESULTS, EXIT_OK, last_line
 from pong_train.job import Invocation, Job, ResultLogger, Run
 from pong_train.metrics import reached, reported_row
 from pong_train.monitor import RunMonitor, checkpoint_on_signal, close_loggers, interruption
@@ -142,8 +142,7 @@ def finish(run: Run, results: Any, lost: dict[str, int]) -> int:
     signum = interruption(run.run_dir)
     resume_hint = f"resume with: pong-train --resume {run.run_dir}"
     if results.errors:
-        first = str(results.errors[0]).strip().splitlines()
-        say(f"training failed: {first[-1] if first else type(results.errors[0]).__name__}")
+        say(f"training failed: {last_line(results.errors[0])}")
         say(f"details in {run.run_dir}; {resume_hint}")
         status, code = "failed", EXIT_FAILED
     elif signum is not None:

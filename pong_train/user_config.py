@@ -10,26 +10,30 @@ from typing import Any, Callable
 import yaml
 
 from pong_train.config import TrainConfig
-from pong_train.errors import UsageError, closest
+from pong_train.errors import UsageError, closest, first_line
 
 # The article's RLlib 0.8.3 keys, translated to the field that means the same today.
-# Each entry: old key -> (new key, value converter, why).
-LEGACY_KEYS: dict[str, tuple[str, Callable[[Any], Any], str]] = {
-    "num_workers": ("num_env_runners", lambda v: v, "workers are env runners"),
-    "num_envs_per_worker": ("num_envs_per_env_runner", lambda v: v, "workers are env runners"),
-    "num_cpus_per_worker": ("num_cpus_per_env_runner", lambda v: v, "workers are env runners"),
-    "sample_batch_size": ("rollout_fragment_length", lambda v: v, "renamed in Ray 0.8.5"),
-    "train_batch_size": ("train_batch_size_per_learner", lambda v: v, "batches are sized per learner"),
-    "num_sgd_iter": ("num_epochs", lambda v: v, "renamed in Ray 2.10"),
-    "num_gpus": ("num_gpus_per_learner", lambda v: v, "the learner owns the GPU"),
-    "num_data_loader_buffers": ("num_gpu_loader_threads", lambda v: v, "the learner's GPU loader"),
-    "min_iter_time_s": ("min_time_s_per_iteration", lambda v: v, "renamed in Ray 1.x"),
-    "model.dim": ("dim", lambda v: v, "frames are resized by the Atari preprocessing"),
-    "model.conv_filters": ("conv_filters", lambda v: v, "RLModule model config"),
-    "model.fcnet_hiddens": ("head_fcnet_hiddens", lambda v: v, "RLModule model config"),
-    "model.vf_share_layers": ("vf_share_layers", lambda v: v, "RLModule model config"),
-    "model.framestack": ("framestack", lambda v: 4 if v is True else 1 if v is False else v, "4 frames when true"),
+# Each entry: old key -> (new key, why).
+LEGACY_KEYS: dict[str, tuple[str, str]] = {
+    "num_workers": ("num_env_runners", "workers are env runners"),
+    "num_envs_per_worker": ("num_envs_per_env_runner", "workers are env runners"),
+    "num_cpus_per_worker": ("num_cpus_per_env_runner", "workers are env runners"),
+    "sample_batch_size": ("rollout_fragment_length", "renamed in Ray 0.8.5"),
+    "train_batch_size": ("train_batch_size_per_learner", "batches are sized per learner"),
+    "num_sgd_iter": ("num_epochs", "renamed in Ray 2.10"),
+    "num_gpus": ("num_gpus_per_learner", "the learner owns the GPU"),
+    "num_data_loader_buffers": ("num_gpu_loader_threads", "the learner's GPU loader"),
+    "min_iter_time_s": ("min_time_s_per_iteration", "renamed in Ray 1.x"),
+    "model.dim": ("dim", "frames are resized by the Atari preprocessing"),
+    "model.conv_filters": ("conv_filters", "RLModule model config"),
+    "model.fcnet_hiddens": ("head_fcnet_hiddens", "RLModule model config"),
+    "model.vf_share_layers": ("vf_share_layers", "RLModule model config"),
+    "model.framestack": ("framestack", "4 frames when true"),
 }
+CONVERTED_VALUES: dict[str, Callable[[Any], Any]] = {
+    "model.framestack": lambda v: 4 if v is True else 1 if v is False else v,
+}
+"""The legacy keys whose values change form too; every other one keeps its value."""
 
 # Old keys that mean nothing on RLlib's new API stack, and why.
 REJECTED_KEYS: dict[str, str] = {
@@ -82,8 +86,8 @@ def translate(raw: dict[str, Any], source: str, notes: list[str]) -> dict[str, A
         if key in REJECTED_KEYS:
             raise UsageError(f"{source}: key '{key}' has no meaning in Ray 2.60: {REJECTED_KEYS[key]}")
         if key in LEGACY_KEYS:
-            new_key, convert, why = LEGACY_KEYS[key]
-            value = convert(value)
+            new_key, why = LEGACY_KEYS[key]
+            value = CONVERTED_VALUES.get(key, lambda same: same)(value)
             shown = json.dumps(value, default=str)
             notes.append(f"{source}: {key}={shown} -> {new_key}={shown} ({why})")
             key = new_key
@@ -116,8 +120,8 @@ def load_config_file(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as err:
-        first = str(err).splitlines()[0]
-        raise UsageError(f"--config-file {path} is not valid {path.suffix.lstrip('.') or 'YAML'}: {first}") from None
+        raise UsageError(f"--config-file {path} is not valid {path.suffix.lstrip('.') or 'YAML'}: "
+                         f"{first_line(err)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_one_line_error, run_cli, run_dirs
+from helpers import assert_one_line_error, run_cli, run_dirs
 from pong_train.loggers import read_metrics
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_one_line_error, run_cli
+from helpers import assert_one_line_error, run_cli
 
 pytestmark = pytest.mark.timeout(180)  # a few `pong-train` processes each, refused before Ray starts
 
@@ -70,6 +70,10 @@ def test_article_quoted_strings_are_accepted_verbatim(storage, no_gpu):
         (["--config", '{"num_workrs": 1}'], ["unknown key 'num_workrs'", "did you mean 'num_workers'"]),
         (["--config", '{"callbacks": {"on_train_result": 1}}'], ["callbacks", "no meaning"]),
         (["--config", '{"num_workers": -1}'], ["num_env_runners"]),
+        (["--config", '{"lr": [[1000, 0.001], [0, 0.002]]}'], ["config key 'lr'", "a schedule is [[0, lr]"]),
+        (["--config", '{"lr": [[0, 0.001], [1000, 0]]}'], ["config key 'lr'", "every lr above 0"]),
+        (["--name", "a/b"], ["--name: 'a/b'", "letters, digits"]),
+        (["--stop", '{"time_total_s": "soon"}'], ["--stop: threshold for 'time_total_s'", "finite number"]),
         (["--stop", '{"episode_rewrd_mean": 18}'], ["episode_rewrd_mean", "did you mean 'episode_reward_mean'"]),
         (["--stop", '{"episode_reward_mean": "x"}'], ["finite number"]),
         (["--backend", "nowhere"], ["backend 'nowhere' is not installed", "installed: ", "local"]),
@@ -129,7 +133,7 @@ SAVED_JOB_FAULTS = [
     ({"stop": {"episode_reward_maen": 18}}, ["stop", "episode_reward_maen", "did you mean 'episode_reward_mean'"]),
     ({"env": "PongNoFrameskip-v9"}, ["env", "'PongNoFrameskip-v9' is not an Atari", "did you mean 'PongNoFrameskip-v4'"]),
     ({"config": {"lr": "fast"}}, ["config.lr", "valid number", "fast"]),
-    ({"name": "../elsewhere"}, ["name '../elsewhere'", "letters, digits, dots, underscores or hyphens"]),
+    ({"name": "../elsewhere"}, ["name: '../elsewhere'", "letters, digits, dots, underscores or hyphens"]),
 ]
 
 

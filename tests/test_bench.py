@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from conftest import run_cli
+from helpers import run_cli
 
 
 def test_stock_baseline_is_rllib_impala_as_it_comes():
@@ -70,7 +70,7 @@ def test_learning_bench_trains_each_setting_and_reports_curves_milestones_and_me
 
 @pytest.mark.slow
 def test_learning_bench_refuses_an_unknown_setting_in_one_line(tmp_path):
-    from conftest import assert_one_line_error
+    from helpers import assert_one_line_error
 
     proc = run_cli("bench", "--learning", "--setting", "fastest", "--storage-path", str(tmp_path), timeout=120)
     assert_one_line_error(proc, "fastest", "python-wrappers")

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 
-import click
 import pytest
 
+from helpers import options_model
 from pong_train import config as cfg, hookimpl, user_config
 from pong_train.cli import main, with_plugins
 from pong_train.errors import PluginError, UsageError
-from pong_train.job import INVOCATION_KEYS, Invocation, Job
+from pong_train.job import Invocation, Job
 from pong_train.plugins import get_plugin_manager
 from pong_train.rllib_config import algorithm_config
 
@@ -162,10 +163,10 @@ def test_the_job_saved_to_job_json_is_the_job_the_command_line_built(tmp_path):
     assert (job.env, job.name, job.checkpoint_freq, invocation.debug) == ("ALE/Pong-v5", "kept", 7, True)
     assert job.config.num_gpus_per_learner == 0 and job.config.num_env_runners == 2
     assert job.stop == {"time_total_s": 5.0} and len(invocation.notes) == 2
-    assert invocation.plugin_manager is not None and invocation.hook is invocation.plugin_manager.hook
+    assert invocation.plugin_manager is not None
     saved = job.save(tmp_path / "job.json")
     # How this command ran it (--debug, the plugin manager, the notes) is never saved.
-    assert set(json.loads(saved.read_text())) & INVOCATION_KEYS == set()
+    assert set(json.loads(saved.read_text())) & {field.name for field in dataclasses.fields(Invocation)} == set()
     as_json = job.model_dump(mode="json")
     loaded = Job.load(saved)
     assert loaded.model_dump(mode="json") == as_json
@@ -173,14 +174,6 @@ def test_the_job_saved_to_job_json_is_the_job_the_command_line_built(tmp_path):
     # What a backend does on the machine that runs the job: `--job FILE` launches that same job, as this command says.
     again, how = invoke(["--job", str(saved), "--quiet"])
     assert again.model_dump(mode="json") == as_json and (how.quiet, how.debug, how.notes) == (True, False, ())
-
-
-def test_a_job_file_of_pong_train_0_1_with_how_it_ran_still_loads(tmp_path):
-    job = resolve(["--preset", "smoke"])
-    older = {**job.model_dump(mode="json"), "quiet": True, "debug": False, "dashboard": False, "json_summary": False,
-             "ray_address": None, "resume_dir": None, "notes": []}
-    (tmp_path / "job.json").write_text(json.dumps(older))
-    assert Job.load(tmp_path / "job.json") == job
 
 
 def test_the_loaded_job_equals_the_built_one_exactly(tmp_path):
@@ -214,7 +207,7 @@ def test_cli_rejects_plugin_option_clashing_with_core(capsys):
     class Clash:
         @hookimpl
         def pong_train_cli_options(self):
-            return [click.Option(["--env"])]
+            return [options_model("--env", "")]
 
     with pytest.raises(PluginError, match=r"plugin Clash adds option --env, which pong-train already has"):
         with_plugins(get_plugin_manager(extra_plugins=[Clash()]))
@@ -231,10 +224,10 @@ def test_with_plugins_leaves_the_core_command_as_it_was():
     class Extra:
         @hookimpl
         def pong_train_cli_options(self):
-            return [click.Option(["--extra-flag"], is_flag=True, help="An observer's flag.")]
+            return [options_model("--extra-flag", False, "An observer's flag.")]
 
     group = with_plugins(get_plugin_manager(extra_plugins=[Extra()]))
-    assert "extra_flag" in [p.name for p in group.params]
+    assert "--extra-flag" in [opt for p in group.params for opt in p.opts]
     assert ([p.name for p in cli.params], sorted(cli.commands)) == before
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, run_dirs, wait_for_a_saved_checkpoint
+from helpers import run_cli, run_dirs, wait_for_a_saved_checkpoint
 from pong_train.config import PRESETS
 from pong_train.loggers import GuardedLogger, JsonlLogger, read_metrics
 from pong_train.metrics import reached

@@ -8,16 +8,20 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = {"pong_train": ROOT / "pong_train", "pong_train_azureml": ROOT / "backends" / "pong_train_azureml"}
+PACKAGES = {"pong_train": ROOT / "pong_train",
+            **{folder.name: folder for folder in sorted((ROOT / "backends").iterdir()) if (folder / "__init__.py").exists()}}
 MAX_LINES = 300
+MAX_FUNCTION_LINES = 50
 
 
 def modules(package: str) -> dict[str, Path]:
+    """The package's modules, its tests (a backend keeps them beside it) left out."""
     folder = PACKAGES[package]
     found = {}
     for path in folder.rglob("*.py"):
         parts = path.relative_to(folder).with_suffix("").parts
-        found[".".join((package, *parts)).removesuffix(".__init__")] = path
+        if "tests" not in parts:
+            found[".".join((package, *parts)).removesuffix(".__init__")] = path
     return found
 
 
@@ -75,6 +79,24 @@ def test_no_module_over_300_lines(package):
     assert {name: lines for name, lines in sizes.items() if lines > MAX_LINES} == {}
 
 
+def long_functions(path: Path, limit: int = MAX_FUNCTION_LINES) -> list[str]:
+    """The functions of `path` longer than `limit` lines (docstring included), as NAME:LINES."""
+    return [f"{node.name}:{node.end_lineno - node.lineno + 1}" for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= limit]
+
+
+def test_the_function_length_check_finds_a_long_function(tmp_path):
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    (tmp_path / "long.py").write_text(f"def long():\n{body}\n\n\ndef short():\n    return 1\n")
+    assert long_functions(tmp_path / "long.py") == [f"long:{MAX_FUNCTION_LINES + 1}"]
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_no_function_over_50_lines(package):
+    found = {name: long for name, path in modules(package).items() if (long := long_functions(path))}
+    assert found == {}
+
+
 @pytest.mark.slow
 def test_a_built_wheel_holds_every_module(tmp_path):
     """A non-editable install (what an Azure ML job's `pip install .` makes) has every module of the source tree."""
@@ -90,9 +112,10 @@ def test_a_built_wheel_holds_every_module(tmp_path):
                     str(tmp_path / "wheel"), str(source)], check=True, capture_output=True, timeout=300)
     [wheel] = (tmp_path / "wheel").glob("pong_train-*.whl")
     shipped = {name for name in zipfile.ZipFile(wheel).namelist() if name.endswith(".py")}
-    expected = {f"{package}/{path.relative_to(folder)}" for package, folder in PACKAGES.items()
-                for path in folder.rglob("*.py")} | {f"pong_train_{name}/__init__.py" for name in ("local", "mlflow")}
+    expected = {f"{package}/{path.relative_to(PACKAGES[package]).as_posix()}" for package in PACKAGES
+                for path in modules(package).values()}
     assert expected - shipped == set()
+    assert [name for name in shipped if "/tests/" in name] == []  # a backend's tests stay in the source tree
 
 
 def test_the_architecture_page_lists_every_module_of_the_package():
@@ -133,3 +156,16 @@ def test_the_core_imports_neither_mlflow_nor_azure():
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             found += [f"{path.name}: {name}" for name in names if name.split(".")[0] in ("mlflow", "azure", "azureml")]
     assert found == []
+
+
+@pytest.mark.parametrize("module", ["pong_train.job", "pong_train.plugins", "pong_train_local", "pong_train_mlflow",
+                                    "pong_train_azureml"])
+def test_loading_a_job_or_a_plugin_imports_no_heavy_library(module):
+    """Every plugin imports pong_train.job, and the command line loads every plugin to list its options: none of
+    them may pull in gymnasium, Ray, torch or MLflow just by being imported."""
+    import subprocess
+    import sys
+
+    loaded = subprocess.run([sys.executable, "-c", f"import sys, {module}; print(' '.join(sys.modules))"],
+                            capture_output=True, text=True, check=True).stdout.split()
+    assert {"gymnasium", "ray", "torch", "mlflow", "ale_py"} & set(loaded) == set()

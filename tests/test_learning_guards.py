@@ -256,7 +256,7 @@ def test_a_short_run_under_the_defaults_moves_its_losses_and_its_entropy(tmp_pat
     import math
     import statistics
 
-    from conftest import run_cli, run_dirs
+    from helpers import run_cli, run_dirs
     from pong_train.loggers import read_metrics
 
     proc = run_cli("--run", run, "--config", '{"num_gpus": 0}', "--stop", '{"time_total_s": 90}',

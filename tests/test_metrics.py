@@ -7,7 +7,6 @@ import math
 
 import pytest
 
-from pong_train.errors import UsageError
 from pong_train.metrics import (ARTICLE_NAMES, EPISODE_WINDOW, EpisodeWindow, add_article_names, reached,
                                 reported_row, validate_stop)
 
@@ -47,7 +46,7 @@ def test_old_and_new_metric_names_are_both_valid_stop_keys():
                                        ({"time_total_s": float("inf")}, "finite number"),
                                        ({7: 1}, "must be strings")])
 def test_thresholds_that_are_not_plain_finite_numbers_are_refused(bad, hint):
-    with pytest.raises(UsageError, match=hint):
+    with pytest.raises(ValueError, match=hint):
         validate_stop(bad)
 
 
@@ -56,7 +55,7 @@ def test_thresholds_that_are_not_plain_finite_numbers_are_refused(bad, hint):
                                        ({"episode_reward_mean": "high"}, "finite number"),
                                        ({"episode_reward_mean": float("nan")}, "finite number")])
 def test_bad_stop_criteria_are_refused_with_a_hint(bad, hint):
-    with pytest.raises(UsageError, match=hint):
+    with pytest.raises(ValueError, match=hint):
         validate_stop(bad)
 
 

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from conftest import run_cli, run_dirs
+from helpers import run_cli, run_dirs
 from pong_train.loggers import read_metrics
 
 pytestmark = pytest.mark.slow

@@ -4,16 +4,18 @@ plugins that do not fit or fail: set aside and named, never fatal to the command
 from __future__ import annotations
 
 import contextlib
+import csv
 import inspect
 import io
 import json
+import shutil
 import sys
 from pathlib import Path
 
 import click
 import pytest
 
-from conftest import REPO, run_cli, run_dirs
+from helpers import REPO, options_model, run_cli, run_dirs
 from pong_train import __version__, hookimpl, hookspecs
 from pong_train.cli import main
 from pong_train.errors import PluginError, UsageError
@@ -23,76 +25,19 @@ from pong_train.plugins import get_plugin_manager
 
 pytestmark = pytest.mark.timeout(120)  # all but the slow run: no training
 
-THIRD_PARTY_MODULE = '''
-"""A third-party backend: trains here like 'local', but logs each result to its own file."""
-import json
-import os
-
-import click
-
-from pong_train import hookimpl
-from pong_train.job import Backend, ResultLogger
-
-
-class TaggedLogger(ResultLogger):
-    def __init__(self, path, tag):
-        self.path, self.tag = path, tag
-        self.fail_first = int(os.environ.get("THIRDPARTY_FAIL_FIRST", "0"))
-
-    def log_result(self, row):
-        if self.fail_first:
-            self.fail_first -= 1
-            raise ConnectionError("tracking server unreachable")
-        with open(self.path, "a") as out:
-            out.write(json.dumps({"tag": self.tag, "iteration": row["training_iteration"],
-                                  "episode_reward_mean": row["episode_reward_mean"]}) + "\\n")
-
-
-@hookimpl
-def pong_train_backends():
-    return [Backend("thirdparty", "an example backend from another distribution")]
-
-
-@hookimpl
-def pong_train_cli_options():
-    return [click.Option(["--thirdparty-tag"], default="none", help="Tag written beside each result.")]
-
-
-@hookimpl
-def pong_train_cli_commands():
-    @click.command("thirdparty-hello")
-    def hello():
-        """Say hello from the example plugin."""
-        click.echo("hello from thirdparty")
-    return [hello]
-
-
-@hookimpl
-def pong_train_launch(job, invocation):
-    if job.backend != "thirdparty":
-        return None
-    from pong_train.training import run_training
-    return run_training(job, invocation)
-
-
-@hookimpl
-def pong_train_result_loggers(run):
-    if run.job.backend != "thirdparty":
-        return []
-    return [TaggedLogger(run.run_dir / "thirdparty.jsonl", run.job.options["thirdparty"]["thirdparty_tag"])]
-'''
+EXAMPLE = REPO / "examples" / "pong-train-example-backend"
 
 
 @pytest.fixture
 def third_party_site(tmp_path: Path) -> Path:
-    """An installed distribution, as pip would leave it: module plus dist-info with the entry point."""
+    """The example backend (examples/pong-train-example-backend) installed as pip would leave it, under a
+    version of its own: its package plus a dist-info with the entry point."""
     site = tmp_path / "site"
-    site.mkdir()
-    (site / "pong_train_thirdparty.py").write_text(THIRD_PARTY_MODULE)
-    dist_info = site / "pong_train_thirdparty_example-9.9.9.dist-info"
+    shutil.copytree(EXAMPLE / "pong_train_example_backend", site / "pong_train_example_backend")
+    dist_info = site / "pong_train_example_backend-9.9.9.dist-info"
     dist_info.mkdir()
-    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: pong-train-thirdparty-example\nVersion: 9.9.9\n")
-    (dist_info / "entry_points.txt").write_text("[pong_train]\nthirdparty = pong_train_thirdparty\n")
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: pong-train-example-backend\nVersion: 9.9.9\n")
+    (dist_info / "entry_points.txt").write_text("[pong_train]\nexample = pong_train_example_backend\n")
     return site
 
 
@@ -126,44 +71,51 @@ def test_backends_lists_builtin_and_third_party_with_version_and_distribution(th
     assert proc.stderr == ""
     lines = {line.split()[0]: line.split() for line in proc.stdout.splitlines()[1:]}
     assert lines["local"][1:3] == [__version__, "pong-train"]
-    assert lines["thirdparty"][1:3] == ["9.9.9", "pong-train-thirdparty-example"]
-    assert " ".join(lines["thirdparty"][3:]) == "an example backend from another distribution"
+    assert lines["example"][1:3] == ["9.9.9", "pong-train-example-backend"]
+    assert " ".join(lines["example"][3:]) == "this machine, like local, plus a CSV file of results in the run directory"
 
 
-def test_plugin_options_and_subcommands_show_in_help_and_run(third_party_site):
+def test_plugin_options_and_subcommands_show_in_help_and_refuse_bad_input(third_party_site):
     proc = run_cli("--help", env=with_site(third_party_site))
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
-    assert "[thirdparty] Tag written beside each result." in " ".join(proc.stdout.split())
-    assert "thirdparty-hello" in proc.stdout
-    proc = run_cli("thirdparty-hello", env=with_site(third_party_site))
-    assert proc.returncode == 0 and proc.stdout.strip() == "hello from thirdparty"
+    assert "[example] Name of the CSV file the example backend writes in the run directory." in " ".join(
+        proc.stdout.split())
+    assert "example-results" in proc.stdout
+    # The plugin's model refuses a value: one line naming the flag, exit 2.
+    proc = run_cli("--backend", "example", "--example-csv", "../out.csv", env=with_site(third_party_site))
+    assert proc.returncode == 2 and proc.stderr.startswith("pong-train: error: --example-csv: ") and \
+        proc.stderr.count("\n") == 1, proc.stderr
+    proc = run_cli("example-results", str(REPO), env=with_site(third_party_site))
+    assert proc.returncode == 2 and "cannot read the job file" in proc.stderr and proc.stderr.count("\n") == 1
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_third_party_backend_trains_and_a_failing_logger_loses_nothing(third_party_site, storage):
-    """One run: the plugin's option reaches its logger, its logger fails twice and then takes every
-    result in order, and the core adds its own outputs (console line, metrics.jsonl) to this backend's run."""
-    proc = run_cli("--backend", "thirdparty", "--thirdparty-tag", "hello", "--preset", "smoke", "--stop",
-                   '{"training_iteration": 4}', "--storage-path", str(storage),
-                   env={**with_site(third_party_site), "THIRDPARTY_FAIL_FIRST": "2"}, timeout=300)
+def test_the_example_backend_trains_with_its_option_and_the_cores_outputs(third_party_site, storage):
+    """One run through the installed example: its option reaches its logger (the CSV's name), its CSV holds every
+    result in order, its subcommand reads it back, and the core adds its own outputs (console line,
+    metrics.jsonl) to this backend's run."""
+    proc = run_cli("--backend", "example", "--example-csv", "mine.csv", "--preset", "smoke", "--stop",
+                   '{"training_iteration": 4}', "--storage-path", str(storage), env=with_site(third_party_site),
+                   timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    owner = "plugin pong-train-thirdparty-example 9.9.9 (thirdparty)"
-    assert proc.stderr.count(f"metric logger TaggedLogger (from {owner}) failed (ConnectionError") == 1, proc.stderr
     [run_dir] = run_dirs(storage)
-    rows = [json.loads(line) for line in (run_dir / "thirdparty.jsonl").read_text().splitlines()]
-    assert [(r["tag"], r["iteration"]) for r in rows] == [("hello", i) for i in (1, 2, 3, 4)]  # late, in order
+    with open(run_dir / "mine.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["training_iteration"]) for r in rows] == [1, 2, 3, 4]
     # The core's loggers run for any backend: metrics.jsonl and a console line per result.
     metrics = read_metrics(run_dir / "metrics.jsonl")
     assert [row["training_iteration"] for row in metrics] == [1, 2, 3, 4]
-    assert [r["episode_reward_mean"] for r in rows] == [row["episode_reward_mean"] for row in metrics]
+    assert [float(r["timesteps_total"]) for r in rows] == [row["timesteps_total"] for row in metrics]
     assert len([line for line in proc.stdout.splitlines() if line.startswith("iter ")]) == 4
     record = json.loads((run_dir / "run.json").read_text())
-    assert (record["backend"], record["status"]) == ("thirdparty", "completed")
-    assert Job.load(run_dir / "job.json").options["thirdparty"] == {"thirdparty_tag": "hello"}  # under its name
+    assert (record["backend"], record["status"]) == ("example", "completed")
+    assert Job.load(run_dir / "job.json").options["example"] == {"csv_name": "mine.csv"}  # under its name
+    shown = run_cli("example-results", str(run_dir), env=with_site(third_party_site))
+    assert shown.returncode == 0 and shown.stdout.startswith("training_iteration 4, "), shown.stderr
 
 
-@pytest.mark.parametrize("backend", ["local", "azureml", "thirdparty"])
+@pytest.mark.parametrize("backend", ["local", "azureml", "example"])
 def test_the_core_adds_its_loggers_to_every_run_whatever_the_backend(backend, tmp_path):
     from pong_train.monitor import RunMonitor, close_loggers, core_loggers
 
@@ -356,7 +308,7 @@ class NoBackends:
 
     @hookimpl
     def pong_train_cli_options(self):
-        return [click.Option(["--no-backends-flag"], is_flag=True, help="Never offered.")]
+        return [options_model("--no-backends-flag", False, "Never offered.")]
 
 
 def test_a_failing_backends_hook_sets_the_plugin_aside_not_fatal():
@@ -531,7 +483,7 @@ class Recorder:
     @hookimpl
     def pong_train_cli_options(self):
         self.calls.append(("pong_train_cli_options", {}))
-        return [click.Option(["--recorder-note"], default="none", help="A note for the recorder.")]
+        return [options_model("--recorder-note", "none", "A note for the recorder.")]
 
     @hookimpl
     def pong_train_cli_commands(self):
@@ -560,7 +512,7 @@ def drive_launch(recorder: Recorder, tmp_path: Path) -> None:
     assert code == 0, err
     [(job, invocation)] = [(kwargs["job"], kwargs["invocation"]) for hook, kwargs in recorder.calls
                            if hook == "pong_train_launch"]
-    assert job.backend == "recorded" and job.options["recorder"]["recorder_note"] == "hi" and invocation.hook is not None
+    assert job.backend == "recorded" and job.options["recorder"]["recorder_note"] == "hi" and invocation.plugin_manager is not None
 
 
 def drive_result_loggers(recorder: Recorder, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 from pong_train import hookimpl
 from pong_train.job import Backend, Invocation, Job, ResultLogger, Run
 from pong_train.plugins import get_plugin_manager
@@ -69,10 +69,17 @@ def test_the_backends_loggers_are_watched_through_the_core_calls(tmp_path):
 
 SLOPPY = '''
 """A backend that breaks its contract in every way the fast checks can see."""
-import click
+from typing import Annotated
+
+from pydantic import BaseModel
 
 from pong_train import hookimpl
 from pong_train.job import Backend, ResultLogger
+from pong_train.plugin_options import Flag
+
+
+class SloppyOptions(BaseModel):
+    level: Annotated[int, Flag("--sloppy-level")] = 1  # no docstring: no help text
 
 
 @hookimpl
@@ -82,7 +89,7 @@ def pong_train_backends():
 
 @hookimpl
 def pong_train_cli_options():
-    return [click.Option(["--sloppy-level"], default=1)]  # no help text
+    return [SloppyOptions]
 
 
 @hookimpl

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_dirs
+from helpers import run_dirs
 from pong_train import hookimpl
 from pong_train.job import Job
 from pong_train.loggers import read_metrics
@@ -109,11 +109,11 @@ def test_ale_v5_id_trains_and_lost_results_exit_3_keeping_everything_else(storag
 
 
 def test_appo_smoke_run_trains_checkpoints_and_plays(storage):
-    """--run APPO through the same pipeline: results with the article's names, APPO's learner stats, a
-    checkpoint at the end that `evaluate` plays."""
+    """--run APPO through the same pipeline: results with the article's names, APPO's learner stats, an lr
+    schedule the learner follows, a checkpoint at the end that `evaluate` plays."""
     proc = subprocess.run(
-        [pong_train_script(), "--preset", "smoke", "--run", "APPO", "--config", '{"num_gpus": 0}',
-         "--storage-path", str(storage)],
+        [pong_train_script(), "--preset", "smoke", "--run", "APPO", "--config",
+         '{"num_gpus": 0, "lr": [[0, 0.003], [5000, 0.0003]]}', "--storage-path", str(storage)],
         capture_output=True, text=True, timeout=400,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -123,6 +123,9 @@ def test_appo_smoke_run_trains_checkpoints_and_plays(storage):
     assert rows[-1]["episodes_total"] >= 1 and -21 <= rows[-1]["episode_reward_mean"] <= 21
     trained = [row for row in rows if row.get("learners/default_policy/mean_IS") is not None]
     assert trained and all(math.isfinite(row["learners/default_policy/mean_vf_loss"]) for row in trained)
+    # Past the schedule's last point (5,000 agent steps) the learner steps at its last lr, not the default 0.001.
+    lrs = [row["learners/default_policy/default_optimizer_learning_rate"] for row in trained]
+    assert rows[-1]["timesteps_total"] > 5000 and lrs[-1] == pytest.approx(0.0003) and max(lrs) <= 0.003, lrs
     # As a user types it: the run directory relative to where they are.
     played = subprocess.run([pong_train_script(), "evaluate", str(run_dir.relative_to(storage.parent)), "--episodes",
                              "1", "--seed", "1"], capture_output=True, text=True, timeout=300, cwd=storage.parent)

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pong_train.errors import first_line
 from pong_train.job import Invocation, Job
 from pong_train_azureml.nodes import (HEAD_RESOURCE, JOIN_TIMEOUT_S, POLL_S, JoinError, connected, gone, job_deadline,
                                       reachable, wait_for_nodes)
@@ -49,9 +50,8 @@ def find_cluster() -> tuple[str, dict[str, str], bool]:
                 return address, attach, ray.get_runtime_context().get_node_id() in heads
         except Exception as err:  # Ray raises several types while a node is still starting
             if time.monotonic() > deadline:
-                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 raise JoinError(f"no Ray cluster of the job's answered on this node within {JOIN_TIMEOUT_S} s: "
-                                f"{first}") from None
+                                f"{first_line(err)}") from None
             time.sleep(POLL_S)
 
 

@@ -17,8 +17,7 @@ from typing import Any, Callable, Iterator
 
 from pong_train.errors import NodeError
 from pong_train.job import Job
-from pong_train_azureml.options import azure_options
-from pong_train_azureml.spec import job_timeout
+from pong_train_azureml.options import azure_options, job_timeout
 
 HEAD_RESOURCE = "node:__internal_head__"  # the resource Ray gives its head node, and no other
 JOIN_TIMEOUT_S = 300  # the nodes of a job start minutes apart

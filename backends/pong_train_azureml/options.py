@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, Optional
 import click
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from pong_train.errors import UsageError
+from pong_train.job import Job
 from pong_train.plugin_options import Flag, validated
 
 PLUGIN = "azureml"
@@ -45,6 +45,8 @@ NAME_RULES: dict[str, tuple[re.Pattern[str], str]] = {
 }
 RAY_PORT = 6379  # the job's Ray head port, either launch; PONG_TRAIN_RAY_PORT overrides MPI's (ranks on one machine)
 RUNS_FOLDER_FLAG = "--azureml-runs-folder"  # the submitted command names it (spec.in_job_command)
+START_UP_S = 30 * 60  # nodes starting and pip installing before training's own clock starts
+DEFAULT_TIMEOUT_S = 24 * 3600  # without a time criterion a job still ends, and so does its bill
 
 
 def is_gpu_size(vm_size: str) -> bool:
@@ -124,7 +126,7 @@ class AzureOptions(BaseModel):
         for tag in given:
             key, sep, value = tag.partition("=")
             if not sep or not key:
-                raise UsageError(f"--tag {tag!r} is not KEY=VALUE")
+                raise ValueError(f"{tag!r} is not KEY=VALUE")
             tags[key] = value
         return tags
 
@@ -133,15 +135,14 @@ class AzureOptions(BaseModel):
     def _service_name(cls, name: Optional[str], info: Any) -> Optional[str]:
         rule, why = NAME_RULES["compute" if info.field_name.endswith("compute") else info.field_name]
         if name is not None and not rule.match(name):
-            flag = "--" + info.field_name.replace("_", "-")
-            raise UsageError(f"{flag} {name!r}: {why}")
+            raise ValueError(f"{name!r}: {why}")
         return name
 
     @field_validator("vm_size")
     @classmethod
     def _vm_size(cls, vm_size: Optional[str]) -> Optional[str]:
         if vm_size is not None and not VM_SIZE.match(vm_size):
-            raise UsageError(f"--vm-size {vm_size!r} is not an Azure VM size like {GPU_VM_SIZE} or {CPU_VM_SIZE}")
+            raise ValueError(f"{vm_size!r} is not an Azure VM size like {GPU_VM_SIZE} or {CPU_VM_SIZE}")
         return vm_size
 
     @field_validator("shm_size")
@@ -149,9 +150,9 @@ class AzureOptions(BaseModel):
     def _shm_size(cls, shm_size: str) -> str:
         shm = SHM_SIZE.match(shm_size)
         if not shm:
-            raise UsageError(f"--shm-size {shm_size!r} is not a size like 16g")
+            raise ValueError(f"{shm_size!r} is not a size like 16g")
         if int(shm.group(1)) / {"k": 1024**2, "m": 1024, "g": 1}[shm.group(2).lower()] < 8:
-            raise UsageError(f"--shm-size {shm_size} is below 8g; Ray's object store needs the shared memory")
+            raise ValueError(f"{shm_size} is below 8g; Ray's object store needs the shared memory")
         return shm_size
 
     @field_validator("env_vars", mode="before")
@@ -161,22 +162,22 @@ class AzureOptions(BaseModel):
             return given
         for name in given:
             if SECRET_NAME.search(name):
-                raise UsageError(f"--env-var {name} looks like a secret; secrets never go into job specs, "
+                raise ValueError(f"{name} looks like a secret; secrets never go into job specs, "
                                  "use an Azure Key Vault reference or a workspace connection")
             if name not in os.environ:
-                raise UsageError(f"--env-var {name} is not set in this environment")
+                raise ValueError(f"{name} is not set in this environment")
         return {name: os.environ[name] for name in given}
 
     @model_validator(mode="after")
     def _together(self) -> "AzureOptions":
         self.max_instances = self.max_instances or self.instance_count
         if self.instance_count > self.max_instances:
-            raise UsageError(f"--instance-count {self.instance_count} exceeds --max-instances {self.max_instances}")
+            raise ValueError(f"--instance-count {self.instance_count} exceeds --max-instances {self.max_instances}")
         if self.sdk == "v1" and self.launch == "mpi":
-            raise UsageError("--azureml-launch mpi is for --azureml-sdk v2; the v1 estimator starts Ray itself")
+            raise ValueError("--azureml-launch mpi is for --azureml-sdk v2; the v1 estimator starts Ray itself")
         # Both default to --compute, which is what a job file keeps of them for v2.
         if self.sdk == "v2" and {self.head_compute, self.worker_compute} - {None, self.compute}:
-            raise UsageError("--head-compute and --worker-compute are for --azureml-sdk v1; "
+            raise ValueError("--head-compute and --worker-compute are for --azureml-sdk v1; "
                              "a v2 job runs its head and workers on one cluster, --compute")
         self.head_compute = self.head_compute or self.compute
         self.worker_compute = self.worker_compute or self.compute
@@ -192,3 +193,12 @@ class AzureOptions(BaseModel):
 def azure_options(job_options: dict[str, Any]) -> AzureOptions:
     """The backend's options as a job keeps them (`job.options["azureml"]`), typed; missing ones take their defaults."""
     return validated(AzureOptions, job_options.get(PLUGIN, {}))  # type: ignore[return-value]
+
+
+def job_timeout(job: Job, opts: AzureOptions) -> int:
+    """How long the job may run, the submit side's limit and the nodes' alike: --timeout, else the stop's time_total_s plus START_UP_S, else DEFAULT_TIMEOUT_S."""
+    if opts.timeout:
+        return opts.timeout
+    if "time_total_s" in job.stop:
+        return int(job.stop["time_total_s"]) + START_UP_S
+    return DEFAULT_TIMEOUT_S

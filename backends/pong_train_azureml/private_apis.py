@@ -1,21 +1,13 @@
 """Every private API of the Azure SDKs and Ray that the azureml backend still uses, and why no public one serves.
 
-A minor release of the SDK or Ray may move any of them: tests/test_private_apis.py imports each one by name, so the
-move fails there, loudly, and checks that the backend uses no private API this list leaves out.
+A minor release of the SDK or Ray may move any of them: tests/test_azureml_private_apis.py, beside this package,
+finds each one by name, so the move fails there, loudly, and checks that the backend uses no private API this list
+leaves out.
 """
 
 from __future__ import annotations
 
-import dataclasses
-
-
-@dataclasses.dataclass(frozen=True)
-class PrivateUse:
-    module: str
-    name: str
-    used_in: str
-    why: str
-
+from pong_train.private_apis import PrivateUse
 
 PRIVATE_APIS = (
     PrivateUse("azure.ai.ml.entities", "Command._to_job", "spec.py, resume.py",
@@ -38,6 +30,9 @@ PRIVATE_APIS = (
                "Ray's own resolution of address 'auto' (RAY_ADDRESS, the recorded address, a local GCS), done here "
                "without connecting: connecting to 'auto' would also switch token authentication on where Ray finds a "
                "token, which Azure ML decided when it started the cluster"),
+    PrivateUse("ray", "init._temp_dir", "launch_ray.py",
+               "the driver attaches to this machine's own Ray node where several nodes of the job share a machine: "
+               "ray.init takes the node's temp dir by this keyword only"),
     PrivateUse("ray._private.utils", "read_ray_address", "launch_ray.py",
                "whether this node's temp dir recorded that very cluster, so the driver attaches to its own machine's "
                "Ray node when several share a machine"),

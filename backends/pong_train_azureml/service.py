@@ -11,7 +11,7 @@ from pong_train.cluster import cpus_needed
 from pong_train.config import check_gpus
 from pong_train.errors import ServiceError, UsageError, closest
 from pong_train.job import Job
-from pong_train_azureml.failures import azure_errors
+from pong_train_azureml.failures import azure_errors, first_line
 from pong_train_azureml.nodes import JOIN_TIMEOUT_S
 from pong_train_azureml.options import GPU_VM_SIZE, AzureOptions
 from pong_train_azureml.quota import check_room, reported
@@ -208,7 +208,7 @@ def follow(client: Any, name: str) -> int:
                     raise KeyboardInterrupt from None
                 reason = re.search(r'"message":\s*"([^"]+)"', str(err))
                 print(f"pong-train: job {name} failed: "
-                      f"{reason.group(1) if reason else str(err).strip().splitlines()[0]}", file=sys.stderr)
+                      f"{reason.group(1) if reason else first_line(err)}", file=sys.stderr)
     except KeyboardInterrupt:
         print(f"pong-train: stopped following; job {name} keeps running in Azure ML (and its compute keeps billing). "
               f"Follow it again: pong-train azureml logs {name}; cancel it: pong-train azureml cancel {name}",

@@ -17,7 +17,7 @@ from pong_train.config import check_gpus
 from pong_train.errors import UsageError
 from pong_train.job import JOB_FILE, Invocation, Job
 from pong_train_azureml.environment import conda_spec, pinned_requirements
-from pong_train_azureml.options import PLUGIN, RAY_PORT, RUNS_FOLDER_FLAG, AzureOptions, is_gpu_size
+from pong_train_azureml.options import PLUGIN, RAY_PORT, RUNS_FOLDER_FLAG, AzureOptions, is_gpu_size, job_timeout
 
 # The job's named output that holds the run directory: a datastore folder that outlives the job, so a stopped job
 # can be resumed (resume.py); Azure ML puts the folder's mount point in place of the binding, in the command only.
@@ -37,8 +37,6 @@ SNAPSHOT = "code"  # the folder, beside job.yaml, that is uploaded as the job's 
 NODE_JOB = f"job-files/{JOB_FILE}"  # in the snapshot: the job its nodes run, `python -m pong_train --job NODE_JOB`
 # Options only the submitting machine acts on (where the workspace is, whether to wait): the nodes' job drops them.
 SUBMIT_ONLY = ("dry_run", "no_wait", "workspace_config", "subscription", "resource_group", "workspace")
-START_UP_S = 30 * 60  # nodes starting and pip installing before training's own clock starts
-DEFAULT_TIMEOUT_S = 24 * 3600  # without a time criterion a job still ends, and so does its bill
 
 
 def project_root() -> Path:
@@ -137,15 +135,6 @@ def check_gpu(job: Job, vm_size: str, compute: str) -> None:
     available = math.inf if is_gpu_size(vm_size) else 0
     check_gpus(job.config, available, f"compute {compute} (VM size {vm_size}; GPU sizes: the NC, ND, NV families, "
                                       "--vm-size)")
-
-
-def job_timeout(job: Job, opts: AzureOptions) -> int:
-    """--timeout, else the stop's time_total_s plus START_UP_S, else DEFAULT_TIMEOUT_S."""
-    if opts.timeout:
-        return opts.timeout
-    if "time_total_s" in job.stop:
-        return int(job.stop["time_total_s"]) + START_UP_S
-    return DEFAULT_TIMEOUT_S
 
 
 def command_job(job: Job, opts: AzureOptions, invocation: Invocation, vm_size: str, out_dir: Path) -> Any:

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from pong_train.errors import UsageError
 from pong_train.loggers import METRICS_FILE, read_metrics
+from pong_train.plotting import ENTROPY, Curve, draw
 
 SETTINGS: dict[str, dict[str, Any]] = {
     "default": {},
@@ -116,7 +117,7 @@ def summarize(name: str, config: dict[str, Any], seed: int, run_dir: Path) -> di
         "curve": [{"steps": r["timesteps_total"], "time_s": r["time_total_s"],
                    "reward": r.get("episode_reward_mean"),
                    "iteration_reward": r.get("env_runners/episode_return_mean"),
-                   "entropy": r.get("learners/default_policy/entropy")} for r in rows],
+                   "entropy": r.get(ENTROPY)} for r in rows],
     }
 
 
@@ -141,38 +142,13 @@ def run_learning_bench(settings: list[tuple[str, dict[str, Any]]], seeds: int, s
 
 
 def chart(report: dict[str, Any], out: Path) -> Path:
-    """Return against agent steps and wall time, and policy entropy; one colour per setting."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (by_steps, by_time, entropy) = plt.subplots(1, 3, figsize=(16, 4.5))
-    names = list(dict.fromkeys(run["setting"] for run in report["runs"]))
-    colours = {name: f"C{i}" for i, name in enumerate(names)}
-    for run in report["runs"]:
-        curve = [p for p in run["curve"] if p["reward"] is not None]
-        label = f"{run['setting']} (seed {run['seed']})" if run["seed"] else run["setting"]
-        style = dict(color=colours[run["setting"]], alpha=0.85, linestyle="--" if run["seed"] and run["seed"] % 2 == 0 else "-")
-        by_steps.plot([p["steps"] / 1e6 for p in curve], [p["reward"] for p in curve], label=label, **style)
-        by_time.plot([p["time_s"] / 60 for p in curve], [p["reward"] for p in curve], **style)
-        entropy.plot([p["steps"] / 1e6 for p in run["curve"]], [p["entropy"] for p in run["curve"]], **style)
-    rewards = [p["reward"] for run in report["runs"] for p in run["curve"] if p["reward"] is not None]
-    # Zoomed in while nothing has learned yet, so early differences show; the whole range once one has.
-    top = 21.5 if not rewards or max(rewards) > 0 else max(rewards) + 2
-    by_steps.set(xlabel="agent steps (millions)", ylabel="episode_reward_mean", ylim=(-21.5, top))
-    by_time.set(xlabel="wall time (minutes)", ylim=(-21.5, top))
-    entropy.set(xlabel="agent steps (millions)", ylabel="policy entropy (nats)")
-    for axes in (by_steps, by_time, entropy):
-        axes.grid(alpha=0.3)
-    if top > 18:
-        for axes in (by_steps, by_time):
-            axes.axhline(18, color="grey", linestyle=":", linewidth=1)
-    by_steps.legend(loc="upper left", fontsize="small")
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    """Return against agent steps and wall time, and policy entropy; one colour per setting, even seeds dashed."""
+    colours = {name: f"C{i}" for i, name in enumerate(dict.fromkeys(run["setting"] for run in report["runs"]))}
+    return draw([Curve(f"{run['setting']} (seed {run['seed']})" if run["seed"] else run["setting"],
+                       [p["steps"] for p in run["curve"]], [p["time_s"] / 60 for p in run["curve"]],
+                       [p["reward"] for p in run["curve"]], [p["entropy"] for p in run["curve"]],
+                       colours[run["setting"]], dashed=bool(run["seed"]) and run["seed"] % 2 == 0)
+                 for run in report["runs"]], out)
 
 
 def table(report: dict[str, Any]) -> str:

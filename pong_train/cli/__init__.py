@@ -16,9 +16,9 @@ from pong_train.cli.bench import bench
 from pong_train.cli.evaluate import evaluate
 from pong_train.cli.export import export
 from pong_train.cli.plot import plot
-from pong_train.cli.train import PLUGIN_ATTR, cli
+from pong_train.cli.train import cli
 from pong_train.errors import EXIT_USAGE, NodeError, PluginError, ServiceError, UsageError
-from pong_train.plugin_options import click_options, is_options_model
+from pong_train.plugin_options import add_plugin_options
 from pong_train.plugins import PluginManager, get_plugin_manager
 
 CORE_COMMANDS = (backends, bench, evaluate, export, plot)
@@ -34,26 +34,7 @@ def with_plugins(plugins: PluginManager) -> click.Group:
         if param.name == "backend":  # the choices are the installed backends
             group.params[at] = copy.copy(param)
             group.params[at].metavar = "[" + "|".join(sorted(plugins.backends())) + "]"
-    core_names = {opt for p in group.params for opt in p.opts}
-    param_names = {p.name for p in group.params}
-    for plugin_name, declared in plugins.discover("pong_train_cli_options"):
-        options = []
-        for item in declared:
-            if is_options_model(item):
-                plugins.option_models[plugin_name] = item
-                options += click_options(item, plugin_name)
-            else:
-                options.append(item)
-        for option in options:
-            clash = core_names.intersection(option.opts)
-            if clash or option.name in param_names:
-                raise PluginError(f"{plugins.label(plugin_name)} adds option "
-                                  f"{sorted(clash)[0] if clash else option.name}, which pong-train already has")
-            param_names.add(option.name)
-            setattr(option, PLUGIN_ATTR, plugin_name)
-            option.help = f"[{plugin_name}] {option.help or ''}".strip()
-            group.params.append(option)
-            core_names.update(option.opts)
+    add_plugin_options(group.params, plugins)
     for plugin_name, commands in plugins.discover("pong_train_cli_commands"):
         for command in commands:
             if command.name in group.commands:

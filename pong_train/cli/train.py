@@ -11,11 +11,9 @@ import click
 from click.core import ParameterSource
 
 from pong_train import __version__, config as cfg, user_config
-from pong_train.atari import validate_env_id
 from pong_train.errors import UsageError
-from pong_train.job import Invocation, Job, validate_run_name
-from pong_train.metrics import validate_stop
-from pong_train.plugin_options import param_prefix, validated
+from pong_train.job import Invocation, Job
+from pong_train.plugin_options import by_plugin, check_owners, kept_options, owners
 from pong_train.rundir import resumable_job
 
 EXAMPLES = """\b
@@ -28,10 +26,6 @@ Examples:
   pong-train --resume runs/IMPALA_PongNoFrameskip-v4_20260101-120000
   pong-train backends                             list the installed backends
 """
-
-PLUGIN_ATTR = "pong_train_plugin"
-"""Set on each option a plugin adds: the name of the plugin that added it."""
-
 
 @click.group(invoke_without_command=True, epilog=EXAMPLES,
              context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -75,21 +69,20 @@ def cli(ctx: click.Context, **params: Any) -> int | None:
     """
     if ctx.invoked_subcommand is not None:
         return None
-    plugins = ctx.obj
-    owners = {p.name: getattr(p, PLUGIN_ATTR) for p in ctx.command.params if getattr(p, PLUGIN_ATTR, None)}
-    core = {k: v for k, v in params.items() if k not in owners}
+    plugins, options = ctx.obj, ctx.command.params
+    core = {k: v for k, v in params.items() if k not in owners(options)}
     given = {k for k in params if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
     invocation = Invocation(plugin_manager=plugins, ray_address=core["ray_address"], dashboard=core["dashboard"],
                             debug=core["debug"], quiet=core["quiet"], json_summary=core["json_summary"],
                             resume_dir=core["resume"] and core["resume"].resolve())
     if core["resume"] or core["job_file"]:
-        job = saved_job(ctx, plugins, core, given, by_plugin(owners, params, only=given))
-        check_option_owners(ctx, plugins, job.backend, owners, given)
+        job = saved_job(ctx, plugins, core, given, by_plugin(options, params, only=given))
+        check_owners(options, plugins, job.backend, given)
     else:
         check_backend(plugins, core["backend"])
-        check_option_owners(ctx, plugins, core["backend"], owners, given)  # before the options are validated
+        check_owners(options, plugins, core["backend"], given)  # before the options are validated
         notes: list[str] = []
-        job = build_job(plugins, core, by_plugin(owners, params), notes)
+        job = build_job(plugins, core, by_plugin(options, params), notes)
         invocation = invocation.but(notes=tuple(notes))
     status = plugins.launch(job, invocation)
     if status is None:
@@ -104,40 +97,13 @@ def check_backend(plugins: Any, name: str) -> None:
                          "(pong-train backends lists them)")
 
 
-def check_option_owners(ctx: click.Context, plugins: Any, backend: str, owners: dict[str, str],
-                        given: set[str]) -> None:
-    """Options of another backend make no sense here; observers' options go with any backend."""
-    backend_plugins = {plugin for _, plugin in plugins.backends().values()}
-    for name, plugin_name in owners.items():
-        if name in given and plugin_name in backend_plugins - {plugins.backends()[backend][1]}:
-            flag = next(p.opts[0] for p in ctx.command.params if p.name == name)
-            raise UsageError(f"{flag} belongs to {plugins.label(plugin_name)}, not to backend '{backend}'")
-
-
-def stop_criteria(stop_json: str | None, file_stop: Any, preset: dict[str, Any]) -> dict[str, float]:
+def stop_criteria(stop_json: str | None, file_stop: Any, preset: dict[str, Any]) -> tuple[Any, str]:
+    """The stop criteria as given (the Job checks them) and the flag they came from."""
     if stop_json is not None:
-        return validate_stop(user_config.parse_json_arg(stop_json, "--stop"))
+        return user_config.parse_json_arg(stop_json, "--stop"), "--stop"
     if file_stop is not None:
-        if not isinstance(file_stop, dict):
-            raise UsageError("--config-file: 'stop' must be a mapping of metric name to threshold")
-        return validate_stop(file_stop)
-    return validate_stop(preset.get("stop", cfg.DEFAULT_STOP))
-
-
-def by_plugin(owners: dict[str, str], params: dict[str, Any], only: set[str] | None = None) -> dict[str, dict]:
-    """The plugins' option values, by plugin, then by field (an options model's) or parameter name."""
-    grouped: dict[str, dict[str, Any]] = {plugin: {} for plugin in owners.values()}
-    for name, plugin in owners.items():
-        if only is None or name in only:
-            value = params[name]
-            grouped[plugin][name.removeprefix(param_prefix(plugin))] = list(value) if isinstance(value, tuple) else value
-    return grouped
-
-
-def plugin_options(plugins: Any, values: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """What the job keeps of each plugin's options: as its options model validates them (JSON), else as given."""
-    return {plugin: validated(plugins.option_models[plugin], given).model_dump(mode="json")
-            if plugin in plugins.option_models else given for plugin, given in values.items()}
+        return file_stop, "--config-file: 'stop'"
+    return preset.get("stop", cfg.DEFAULT_STOP), "--preset"
 
 
 def build_job(plugins: Any, params: dict[str, Any], plugin_values: dict[str, dict], notes: list[str]) -> Job:
@@ -153,18 +119,15 @@ def build_job(plugins: Any, params: dict[str, Any], plugin_values: dict[str, dic
     if params["config_json"] is not None:
         layers.append(user_config.translate(user_config.parse_json_arg(params["config_json"], "--config"), "--config", notes))
     train_config = cfg.build_config(layers, params["run"])
-    stop = stop_criteria(params["stop_json"], file_stop, preset)
-    validate_env_id(params["env"])
+    stop, stop_flag = stop_criteria(params["stop_json"], file_stop, preset)
     checkpoint_freq = params["checkpoint_freq"]
     if checkpoint_freq is None:  # about five minutes of work between checkpoints
         checkpoint_freq = preset.get("checkpoint_freq", math.ceil(300 / max(train_config.min_time_s_per_iteration, 1)))
-    if params["name"] is not None:
-        validate_run_name(params["name"])
-    return Job(
+    return Job.from_flags(dict(
         backend=params["backend"], run=params["run"], env=params["env"], config=train_config, stop=stop,
         storage_path=params["storage_path"], checkpoint_freq=checkpoint_freq, checkpoint_keep=params["checkpoint_keep"],
-        name=params["name"], options=plugin_options(plugins, plugin_values),
-    )
+        name=params["name"], options=kept_options(plugins, plugin_values),
+    ), flags={"stop": stop_flag})
 
 
 def saved_job(ctx: click.Context, plugins: Any, params: dict[str, Any], given: set[str],
@@ -182,4 +145,4 @@ def saved_job(ctx: click.Context, plugins: Any, params: dict[str, Any], given: s
     if not any(name == job.backend for name in plugins.backends()):
         raise UsageError(f"{flag}: the job's backend '{job.backend}' is not installed")
     laid_over = {plugin: {**job.options.get(plugin, {}), **values} for plugin, values in given_options.items() if values}
-    return job.model_copy(update={"options": {**job.options, **plugin_options(plugins, laid_over)}})
+    return job.model_copy(update={"options": {**job.options, **kept_options(plugins, laid_over)}})

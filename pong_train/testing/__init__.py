@@ -12,7 +12,8 @@ suite finds it through the `pong_train` entry-point group, as `pong-train` does)
 `slow` train for real (the smoke preset, a few minutes in all); `pytest -m "not slow"` skips them.
 
 This module is also a pytest plugin (entry point `pytest11`), so the `slow` mark is registered in
-any project that has pong-train installed. Every backend shipped with pong-train passes the suite,
+any project that has pong-train installed, and the fixtures `storage` (a folder for run directories) and
+`three_node_cluster` (a real three-node Ray cluster on this machine) are there for any test. Every backend shipped with pong-train passes the suite,
 and so must a third-party one.
 """
 
@@ -32,6 +33,7 @@ from pong_train.job import JOB_FILE, Invocation, Job, Run
 from pong_train.plugins import PluginManager, get_plugin_manager
 from pong_train.testing.recorders import BackendLoggers, FailingLogger, Observer, RowRecorder
 
+pytest_plugins = ["pong_train.testing.tools"]  # its fixtures: storage, three_node_cluster
 METRICS_FILE = "metrics.jsonl"
 STANDARD_FILES = (JOB_FILE, "run.json", METRICS_FILE, "placement.json", "curve.png")
 """What the core writes in every run directory, whatever the backend (see docs/plugins.md)."""
@@ -143,7 +145,7 @@ class BackendConformance:
 
     def test_options_fit_the_command_line(self):
         from pong_train.cli import with_plugins
-        from pong_train.cli.train import PLUGIN_ATTR
+        from pong_train.plugin_options import PLUGIN_ATTR
 
         pm = self.plugin_manager()
         name = self.backend_plugin(pm)

@@ -106,6 +106,3 @@ class BackendLoggers:
             self.loggers.append(recorded)
             wrapped.append(recorded)
         outcome.force_result([wrapped])
-
-    def rows(self) -> list[list[dict[str, Any]]]:
-        return [logger.rows for logger in self.loggers]

@@ -1,11 +1,16 @@
 """An example third-party pong-train backend: trains on this machine, and also writes each result to a CSV file."""
 
 import csv
+from pathlib import Path
+from typing import Annotated
 
 import click
+from pydantic import BaseModel, ConfigDict, Field
 
 from pong_train import hookimpl
-from pong_train.job import Backend, ResultLogger
+from pong_train.errors import UsageError
+from pong_train.job import JOB_FILE, Backend, Job, ResultLogger
+from pong_train.plugin_options import Flag
 
 NAME = "example"
 CSV_FILE = "example-results.csv"
@@ -37,10 +42,39 @@ def pong_train_backends():
     return [Backend(NAME, "this machine, like local, plus a CSV file of results in the run directory")]
 
 
+class ExampleOptions(BaseModel):
+    """The backend's options: each field is one option of the training command, its docstring the help."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    csv_name: Annotated[str, Flag("--example-csv"), Field(pattern=r"^[\w.-]+\.csv$")] = CSV_FILE
+    """Name of the CSV file the example backend writes in the run directory."""
+
+
 @hookimpl
 def pong_train_cli_options():
-    return [click.Option(["--example-csv"], default=CSV_FILE, show_default=True,
-                         help="Name of the CSV file the example backend writes in the run directory.")]
+    return [ExampleOptions]
+
+
+def csv_path(run_dir, job):
+    # The job keeps a plugin's options under the plugin's entry-point name, by field name.
+    return run_dir / ExampleOptions.model_validate(job.options.get(NAME, {})).csv_name
+
+
+@hookimpl
+def pong_train_cli_commands():
+    @click.command("example-results")
+    @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+    def example_results(run_dir):
+        """Print the last result the example backend wrote in RUN_DIR."""
+        path = csv_path(run_dir, Job.load(run_dir / JOB_FILE))
+        if not path.exists():
+            raise UsageError(f"{run_dir}: no {path.name} here; was it trained with --backend {NAME}?")
+        with open(path, newline="") as f:
+            last = list(csv.DictReader(f))[-1:]
+        click.echo(", ".join(f"{key} {value or '-'}" for key, value in (last[0] if last else {}).items()))
+
+    return [example_results]
 
 
 @hookimpl
@@ -57,6 +91,4 @@ def pong_train_launch(job, invocation):
 def pong_train_result_loggers(run):
     if run.job.backend != NAME:
         return []
-    # The job keeps a plugin's options under the plugin's entry-point name, then by parameter name; a job saved
-    # before the option existed lacks it.
-    return [CsvLogger(run.run_dir / run.job.options.get("example", {}).get("example_csv", CSV_FILE))]
+    return [CsvLogger(csv_path(run.run_dir, run.job))]

@@ -1,8 +1,8 @@
-"""Shared helpers: run the real `pong-train` entry point in a subprocess and read what it wrote."""
+"""Driving pong-train as a user does, for the tests of pong-train and of its plugins: the real entry point in a
+subprocess, the run directories it leaves, its one-line errors, and a multi-node Ray cluster on this machine."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
@@ -10,16 +10,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any, Iterator
 
 import pytest
-
-# MLflow's import re-configures logging and closes every handler there is. absl's handler (imported with
-# RLlib while pytest collects) holds pytest's capture stream and closes it for real, which breaks capture
-# for the rest of the session. Imported first, MLflow finds no such handler.
-with contextlib.suppress(ImportError):
-    import mlflow  # noqa: F401
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300, cwd: Path | None = None):
@@ -49,11 +42,6 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
     return lines[0]
 
 
-@pytest.fixture
-def storage(tmp_path: Path) -> Path:
-    return tmp_path / "runs"
-
-
 CLUSTER_SCRIPT = """
 import json, sys
 from ray.cluster_utils import Cluster
@@ -74,9 +62,16 @@ cluster.shutdown()
 """
 
 
+@pytest.fixture
+def storage(tmp_path: Path) -> Path:
+    """A folder for run directories (`--storage-path`), not yet made."""
+    return tmp_path / "runs"
+
+
 @pytest.fixture(scope="module")
-def three_node_cluster():
-    """Three Ray nodes on this machine, 1 CPU each, in their own process (Ray reads its auth settings once)."""
+def three_node_cluster() -> Iterator[dict[str, Any]]:
+    """Three Ray nodes on this machine, 1 CPU each, in their own process (Ray reads its auth settings once): their
+    `address`, `head_node_id`, `node_ids`, the `env` a driver needs to join, and `remove_node(node_id)`."""
     # Ray 2.60 clusters authenticate with a token; every node and the driver must share it.
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     proc = subprocess.Popen([sys.executable, "-c", CLUSTER_SCRIPT], stdin=subprocess.PIPE, stdout=subprocess.PIPE,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import run_cli, run_dirs
+from pong_train.testing.tools import run_cli, run_dirs
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

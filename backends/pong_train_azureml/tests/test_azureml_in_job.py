@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_dirs, wait_for_a_saved_checkpoint
+from pong_train.testing.tools import run_dirs, wait_for_a_saved_checkpoint
 
 MPIRUN = shutil.which("mpirun")
 # CI installs Open MPI (.ci/run); only a machine without apt, where that cannot be done, skips the mpirun tests.

@@ -17,11 +17,12 @@ import yaml
 os.environ.setdefault("AZUREML_RUN_POLLING_INTERVAL_MIN", "0")
 os.environ.setdefault("AZUREML_RUN_POLLING_INTERVAL_MAX", "0")
 
-from conftest import assert_one_line_error, run_cli, run_dirs  # noqa: E402
+from pong_train.testing.tools import assert_one_line_error, run_cli, run_dirs  # noqa: E402
 from pong_train.job import Invocation, Job  # noqa: E402
 from pong_train.loggers import read_metrics  # noqa: E402
 from fake_azureml import FakeAzureMLTransport, FakeCredential  # noqa: E402
 
+REPO = Path(__file__).resolve().parents[3]
 ARTICLE_CONFIG = '{"num_gpus": 1, "num_workers": 13}'
 ARTICLE_STOP = '{"episode_reward_mean": 18, "time_total_s": 3600}'
 # The same in today's names, for the tests of errors: the core prints a note per translated key before the backend
@@ -48,14 +49,14 @@ def azureml_options(*backend_args: str) -> dict:
 
     import click
 
-    from pong_train.cli.train import by_plugin, plugin_options
-    from pong_train.plugin_options import click_options
+    from pong_train.plugin_options import PLUGIN_ATTR, by_plugin, click_options, kept_options
     from pong_train_azureml.options import AzureOptions
 
     params = click_options(AzureOptions, "azureml")
+    for param in params:
+        setattr(param, PLUGIN_ATTR, "azureml")
     raw = click.Command("c", params=params).make_context("c", list(backend_args)).params
-    return plugin_options(SimpleNamespace(option_models={"azureml": AzureOptions}),
-                          by_plugin({param.name: "azureml" for param in params}, raw))
+    return kept_options(SimpleNamespace(option_models={"azureml": AzureOptions}), by_plugin(params, raw))
 
 
 def backend_job(storage: Path, *backend_args: str, config: dict | None = None) -> Job:
@@ -132,7 +133,7 @@ def test_dry_run_files_hold_no_local_absolute_path(storage):
     [run_dir] = run_dirs(storage)
     out = run_dir / "azureml"
     assert yaml.safe_load((out / "job.yaml").read_text())["code"] == "code"  # beside job.yaml
-    project = Path(__file__).resolve().parents[1]
+    project = REPO
     for name in ("job.yaml", "environment.yaml", "compute.yaml", "upload.txt", "code/job-files/job.json"):
         text = (out / name).read_text()
         assert not [local for local in (project, Path.home(), storage.resolve()) if str(local) in text], name
@@ -296,12 +297,12 @@ def test_v1_keeps_the_articles_gpu_head_and_cpu_workers(storage):
         (["--tag", "novalue"], ["KEY=VALUE"]),
         (["--head-compute", "head-gpu"], ["--head-compute", "--azureml-sdk v1", "one cluster"]),
         # The service's own naming rules, checked before anything is contacted.
-        (["--compute", "pong-train-cluster"], ["--compute 'pong-train-cluster'", "2-16", "starting with a letter"]),
+        (["--compute", "pong-train-cluster"], ["--compute: 'pong-train-cluster'", "2-16", "starting with a letter"]),
         (["--compute", "1cluster"], ["--compute", "starting with a letter"]),
-        (["--experiment", "pong run"], ["--experiment 'pong run'", "3-36"]),
-        (["--datastore", "my-store"], ["--datastore 'my-store'", "letters, digits and underscores"]),
+        (["--experiment", "pong run"], ["--experiment: 'pong run'", "3-36"]),
+        (["--datastore", "my-store"], ["--datastore: 'my-store'", "letters, digits and underscores"]),
         (["--display-name", "two\nlines"], ["--display-name", "no line breaks"]),
-        (["--name", "runs/../x"], ["--name 'runs/../x'", "letters, digits, dots, underscores or hyphens"]),
+        (["--name", "runs/../x"], ["--name: 'runs/../x'", "letters, digits, dots, underscores or hyphens"]),
     ],
 )
 def test_bad_backend_options(storage, args, fragments):
@@ -365,7 +366,7 @@ def test_missing_extra_names_the_install_command(storage, tmp_path):
     for package in ("azure", "azureml", "mlflow"):
         (tmp_path / "shadow" / package).mkdir(parents=True)
         (tmp_path / "shadow" / package / "__init__.py").write_text(f"raise ImportError('no {package} here')\n")
-    repo = Path(__file__).resolve().parents[1]
+    repo = REPO
     proc = dry_run(storage, "--config", CURRENT_CONFIG, env={"PYTHONPATH": f"{tmp_path / 'shadow'}:{repo}"})
     assert_one_line_error(proc, "pip install 'pong-train[azureml]'")
 
@@ -620,6 +621,6 @@ def test_what_the_job_imports_is_in_its_environment_even_when_not_installed_here
         return real(name)
 
     monkeypatch.setattr(importlib.metadata, "distribution", without_azureml_mlflow)
-    tested = [line for line in (Path(__file__).parents[1] / "constraints.txt").read_text().splitlines()
+    tested = [line for line in (REPO / "constraints.txt").read_text().splitlines()
               if line.startswith("azureml-mlflow==")]
     assert tested and f"- {tested[0]}\n" in dry_run_environment(tmp_path)

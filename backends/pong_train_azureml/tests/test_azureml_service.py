@@ -8,15 +8,12 @@ from __future__ import annotations
 import contextlib
 import io
 import re
-import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 
 pytest.importorskip("azure.ai.ml")
-sys.path.insert(0, str(Path(__file__).parent))
-
 from fake_azureml import (FakeAzureMLTransport, FakeCredential, aml_compute, compute_instance,  # noqa: E402
                           compute_node, vm_size)
 
