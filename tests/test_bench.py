@@ -39,6 +39,9 @@ def test_tiny_bench_reports_every_figure_and_writes_its_files(tmp_path):
     assert set(report["busy"]) == {"stock", "default", "appo"}
     for sides in report["busy"].values():
         assert 0 < sides["learner"] <= os.cpu_count() + 0.2 and 0 < sides["env_runners"] <= os.cpu_count() + 0.2
+    # The learner's cost per agent step and pass: its process's CPU time over the steps trained, for each algorithm.
+    assert set(report["learner_ms_per_step_pass"]) == {"stock", "default", "appo"}
+    assert all(0 < ms < 1000 for ms in report["learner_ms_per_step_pass"].values()), report["learner_ms_per_step_pass"]
     assert report["end_to_end_steps_per_s"] / report["stock_steps_per_s"] == pytest.approx(report["ratio_vs_stock"])
     saved = json.loads((tmp_path / report["out_dir"].split("/")[-1] / "bench.json").read_text())
     assert saved["ratio_vs_stock"] == report["ratio_vs_stock"] and len(saved["runs"]["stock"]) == 1

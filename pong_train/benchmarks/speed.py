@@ -187,10 +187,14 @@ def end_to_end(settings: BenchSettings, make_config: Callable[[], Any]) -> dict[
                 return float(result.get("learners", {}).get("__all_modules__", {}).get(
                     "num_env_steps_trained_lifetime", 0))
 
-            steps = sampled(last) - sampled(first)
+            steps, trained_steps = sampled(last) - sampled(first), trained(last) - trained(first)
+            # RLlib counts a step once per pass it is trained in: this is per agent step and pass, an upper bound
+            # (the algorithm's process also drives the run).
+            learner_ms = learner_busy * elapsed * 1000 / trained_steps if trained_steps else float("nan")
             return {"steps_per_s": steps / elapsed, "frames_per_s": steps * FRAMESKIP / elapsed,
-                    "trained_steps_per_s": (trained(last) - trained(first)) / elapsed, "peak_rss_mb": peak,
-                    "learner_busy": learner_busy, "env_runners_busy": statistics.mean(runners_busy)}
+                    "trained_steps_per_s": trained_steps / elapsed, "peak_rss_mb": peak,
+                    "learner_busy": learner_busy, "env_runners_busy": statistics.mean(runners_busy),
+                    "learner_ms_per_step_pass": learner_ms}
         finally:
             algo.stop()
 
@@ -226,6 +230,8 @@ def run_bench(settings: BenchSettings, out_dir: Path, say: Callable[[str], None]
         "peak_rss_mb": {name: m.get("peak_rss_mb") for name, m in medians.items() if "peak_rss_mb" in m},
         "busy": {name: {"learner": m["learner_busy"], "env_runners": m["env_runners_busy"]}
                  for name, m in medians.items() if "learner_busy" in m},
+        "learner_ms_per_step_pass": {name: m["learner_ms_per_step_pass"] for name, m in medians.items()
+                                     if "learner_ms_per_step_pass" in m},
         "medians": medians,
         "runs": measured,
         "settings": dataclasses.asdict(settings),
@@ -262,14 +268,16 @@ def chart(medians: dict[str, dict[str, float]], out: Path) -> None:
 def table(report: dict[str, Any]) -> str:
     m = report["medians"]
     lines = [f"{'':<28}{'agent steps/s':>15}{'frames/s':>12}{'peak RSS MB':>13}{'learner busy':>14}"
-             f"{'env runner busy':>17}"]
+             f"{'env runner busy':>17}{'learner ms/step/pass':>22}"]
     for name, label in LABELS.items():
-        rss, learner, runners = (m[name].get(key) for key in ("peak_rss_mb", "learner_busy", "env_runners_busy"))
+        rss, learner, runners, cost = (m[name].get(key) for key in (
+            "peak_rss_mb", "learner_busy", "env_runners_busy", "learner_ms_per_step_pass"))
         lines.append(f"{label:<28}{m[name]['steps_per_s']:>15,.0f}{m[name]['frames_per_s']:>12,.0f}"
                      f"{'' if rss is None else f'{rss:,.0f}':>13}{'' if learner is None else f'{learner:.2f}':>14}"
-                     f"{'' if runners is None else f'{runners:.2f}':>17}")
+                     f"{'' if runners is None else f'{runners:.2f}':>17}{'' if cost is None else f'{cost:.3f}':>22}")
     lines.append(f"(d)/(c) end to end vs stock:      {report['ratio_vs_stock']:.2f}x")
     lines.append(f"(b)/(a) sampling vs the limit:    {report['sampling_fraction_of_limit']:.2f}")
     lines.append(f"(d)/(a) end to end vs the limit:  {report['end_to_end_fraction_of_limit']:.2f}")
     lines.append("busy: CPU time per wall second of the learner's process and of each env runner (1.00 = one core)")
+    lines.append("learner ms/step/pass: CPU milliseconds of the learner's process per agent step trained, per pass")
     return "\n".join(lines)

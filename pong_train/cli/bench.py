@@ -62,5 +62,5 @@ def bench(seconds: float, repeats: int, tiny: bool, storage_path: Path, as_json:
     if as_json:
         keys = ("ratio_vs_stock", "sampling_fraction_of_limit", "end_to_end_fraction_of_limit",
                 "end_to_end_steps_per_s", "stock_steps_per_s", "appo_steps_per_s", "sampling_steps_per_s",
-                "limit_frames_per_s", "peak_rss_mb", "busy")
+                "limit_frames_per_s", "peak_rss_mb", "busy", "learner_ms_per_step_pass")
         click.echo(json.dumps({k: report[k] for k in keys} | {"out_dir": str(out_dir)}))
