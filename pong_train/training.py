@@ -59,6 +59,7 @@ def run_training(job: Job, invocation: Invocation | None = None) -> int:
                 with checkpoint_on_signal(run.run_dir):
                     results = trainer.fit()
         finally:
+            plot_curve(run.run_dir)  # before the loggers close, so that they can keep it
             lost = close_loggers(run.run_dir)
         return finish(run, results, lost)
     finally:
@@ -157,7 +158,6 @@ def finish(run: Run, results: Any, lost: dict[str, int]) -> int:
     if code in (EXIT_OK, EXIT_LOST_RESULTS):
         print(f"run directory: {run.run_dir}")
     record(run, status)
-    plot_curve(run.run_dir)
     if run.invocation.json_summary:
         print(json.dumps(summary(run, status)))
     return code

@@ -77,6 +77,30 @@ def test_mlflow_has_the_article_names_for_the_run(smoke_run, monkeypatch):
     assert run.data.params["env"] == "PongNoFrameskip-v4"
 
 
+def test_mlflow_keeps_the_curve_the_summary_and_the_exported_policy_as_artifacts(smoke_run, monkeypatch, tmp_path):
+    """What a model registry (Azure ML's, inside a job) registers a model from: the policy runs with onnxruntime."""
+    import mlflow
+    import numpy as np
+    import onnxruntime
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    mlflow.set_tracking_uri(f"file://{smoke_run['mlruns']}")
+    [run] = [r for r in mlflow.search_runs(experiment_names=["pong-train"], output_format="list")
+             if r.info.run_name == smoke_run["run_dir"].name]
+    client = mlflow.MlflowClient()
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"curve.png", "summary.json", "policy"}
+    summary = json.loads(Path(client.download_artifacts(run.info.run_id, "summary.json", str(tmp_path))).read_text())
+    rows = read_metrics(smoke_run["run_dir"] / "metrics.jsonl")
+    assert summary["training_iteration"] == rows[-1]["training_iteration"]
+    assert summary["best_episode_reward_mean"] == max(r["episode_reward_mean"] for r in rows
+                                                      if r["episode_reward_mean"] is not None)
+    policy = client.download_artifacts(run.info.run_id, "policy/policy.onnx", str(tmp_path))
+    session = onnxruntime.InferenceSession(policy)
+    [frames] = session.get_inputs()
+    logits = session.run(None, {frames.name: np.zeros((3, *frames.shape[1:]), dtype=np.uint8)})[0]
+    assert logits.shape == (3, 6)  # one logit per Pong action, for each of a batch of frames
+
+
 # What a user types in the folder they trained from, with no MLflow variable set.
 SEARCH_RUNS = """
 import json, mlflow

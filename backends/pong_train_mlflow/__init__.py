@@ -9,6 +9,9 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import sys
+import tempfile
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 from pydantic import BaseModel, ConfigDict
@@ -18,6 +21,7 @@ from pong_train.errors import UsageError
 from pong_train.job import ResultLogger, Run
 from pong_train.metrics import ARTICLE_NAMES, RESULT_PATHS
 from pong_train.plugin_options import Flag
+from pong_train.rundir import CURVE_FILE
 
 PLUGIN = "mlflow"
 """The plugin's name (its entry point's): the job keeps its options as job.options[PLUGIN]."""
@@ -60,23 +64,32 @@ MLFLOW_LOSS_PREFIX = "learners/default_policy/"
 
 
 class MlflowLogger(ResultLogger):
-    """Logs params once and each result's metrics (step = training iteration) to one MLflow run.
+    """Logs params once and each result's metrics (step = training iteration) to one MLflow run, and at the end the
+    run's artifacts: curve.png, summary.json and the policy exported from its best (else latest) checkpoint, from
+    which Azure ML (or any MLflow registry) registers a model.
 
     With MLFLOW_RUN_ID set (as inside an Azure ML job), it attaches to that run; otherwise it starts
     a run named after the run directory in the given experiment.
     """
 
-    def __init__(self, params: dict[str, Any], run_name: str, experiment: str | None = None) -> None:
+    def __init__(self, params: dict[str, Any], run_dir: Path, experiment: str | None = None) -> None:
         import mlflow
 
         self._mlflow = mlflow
+        self.run_dir = run_dir
+        self.last: dict[str, Any] = {}
+        self.best: float | None = None
         run_id = os.environ.get("MLFLOW_RUN_ID")  # start_run() removes it from the environment
         if run_id is None and experiment:
             mlflow.set_experiment(experiment)
-        self._run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name)
+        self._run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_dir.name)
         mlflow.log_params({k: v for k, v in params.items() if v is not None})
 
     def log_result(self, row: dict[str, Any]) -> None:
+        self.last = {name: row.get(name) for name in (*ARTICLE_NAMES, "training_iteration", "time_total_s")}
+        value = row.get("episode_reward_mean")
+        if value is not None:
+            self.best = value if self.best is None else max(self.best, value)
         metrics = {
             name: float(value)
             for name, value in row.items()
@@ -86,7 +99,26 @@ class MlflowLogger(ResultLogger):
         self._mlflow.log_metrics(metrics, step=int(row["training_iteration"]))
 
     def close(self) -> None:
-        self._mlflow.end_run()
+        try:
+            self.log_artifacts()
+        finally:
+            self._mlflow.end_run()
+
+    def log_artifacts(self) -> None:
+        if (self.run_dir / CURVE_FILE).exists():
+            self._mlflow.log_artifact(str(self.run_dir / CURVE_FILE))
+        self._mlflow.log_dict({**self.last, "best_episode_reward_mean": self.best}, "summary.json")
+        from pong_train.export import export_policy  # torch and RLlib: loaded once, at the end
+
+        fmt = "onnx" if importlib.util.find_spec("onnx") else "torchscript"
+        with tempfile.TemporaryDirectory() as folder:
+            policy = Path(folder) / f"policy.{'onnx' if fmt == 'onnx' else 'pt'}"
+            try:
+                export_policy(self.run_dir, None, fmt, policy)
+            except UsageError as err:  # a run stopped before its first checkpoint
+                print(f"pong-train: note: no policy logged to MLflow: {err}", file=sys.stderr)
+                return
+            self._mlflow.log_artifact(str(policy), artifact_path="policy")
 
 
 def run_params(run: Run) -> dict[str, Any]:
@@ -123,4 +155,4 @@ def pong_train_result_loggers(run: Run) -> list[ResultLogger]:
     except ImportError:
         raise UsageError(f"--mlflow needs MLflow: {INSTALL_HINT}") from None
     mlflow.set_tracking_uri(tracking_uri(uri) if uri else default_tracking_uri())
-    return [MlflowLogger(run_params(run), run.run_dir.name, options.experiment)]
+    return [MlflowLogger(run_params(run), run.run_dir, options.experiment)]
