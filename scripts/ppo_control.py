@@ -33,7 +33,7 @@ def one_learner_thread(algorithm, **_):
 
 def main() -> None:
     out_path, seconds = sys.argv[1], float(sys.argv[2])
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     tune.register_env(atari.RLLIB_VECTOR_ENV_NAME, atari.make_vector_env)
     model = {"conv_filters": default_conv_filters(42), "head_fcnet_hiddens": [], "vf_share_layers": True}
     config = (

@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=120)
     args = parser.parse_args()
     cores = os.cpu_count() or 1
-    ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=cores, include_dashboard=False, log_to_driver=False)
     register_env("pong", make_pong)
     config = (
         IMPALAConfig()

@@ -180,7 +180,7 @@ def test_the_window_travels_with_the_checkpoint(tmp_path, run):
     from pong_train.config import TrainConfig
     from pong_train.rllib_config import algorithm_config, register_envs
 
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
         register_envs()
         train = TrainConfig(num_env_runners=0, num_envs_per_env_runner=1, rollout_fragment_length=20)
