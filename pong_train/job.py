@@ -14,12 +14,13 @@ from pong_train.cluster import validate_address
 from pong_train.config import TrainConfig, check_algorithm_keys
 from pong_train.errors import UsageError, validation_line
 from pong_train.metrics import validate_stop
+from pong_train.trials import Sweep
 
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 JOB_FILE = "job.json"
 FLAGS = {"backend": "--backend", "run": "--run", "env": "--env", "config": "--config", "stop": "--stop",
          "storage_path": "--storage-path", "checkpoint_freq": "--checkpoint-freq",
-         "checkpoint_keep": "--checkpoint-keep", "name": "--name"}
+         "checkpoint_keep": "--checkpoint-keep", "name": "--name", "max_concurrent_trials": "--max-concurrent-trials"}
 """The command line's flag for each of the job's fields, which its errors name when the command line made it."""
 """The job as the run directory keeps it: what `--resume` and a remote backend read back (`--job FILE`)."""
 
@@ -63,6 +64,11 @@ class Job(BaseModel):
     """How many of the latest checkpoints to keep."""
     name: Optional[str] = None
     """Experiment name; the run directory is named after it."""
+    sweep: Optional[Sweep] = None
+    """The search spaces of an experiment of several trials (`--config` spaces, `--num-samples`), from which each
+    trial's settings are drawn over `config`; None for a single trial."""
+    max_concurrent_trials: Optional[int] = Field(default=None, ge=1)
+    """Trials trained at once at most (`--max-concurrent-trials`); by default as many as the cluster's CPUs fit."""
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """The options plugins added, by plugin name: as the plugin's options model validated them, by field name."""
 

@@ -14,9 +14,9 @@ import math
 import random
 from typing import Any, Callable, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from pong_train.errors import UsageError, validation_line
+from pong_train.errors import UsageError
 
 SPACES = ("grid_search", "choice", "uniform", "loguniform", "randint")
 
@@ -94,25 +94,20 @@ def split_spaces(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict
     return {key: value for key, value in values.items() if key not in spaces}, spaces
 
 
-def field_validator_for(model: type[BaseModel], base: dict[str, Any]) -> Callable[[str, Any], None]:
-    """A check of one value of one key: `model` built from `base` with that value, refused in one line."""
-    def validate(key: str, value: Any) -> None:
-        try:
-            model(**{**base, key: value})
-        except ValidationError as err:
-            raise UsageError(validation_line(err, lambda loc: f"config key '{'.'.join(map(str, loc))}'" if loc
-                                             else "config") + f" (a value of {key}'s space)") from None
-    return validate
-
-
-def resolve(values: dict[str, Any], model: type[BaseModel], num_samples: int, draw_seed: Optional[int] = None
-            ) -> tuple[dict[str, Any], Optional[Sweep]]:
+def resolve(values: dict[str, Any], build: Callable[[dict[str, Any]], Any], num_samples: int,
+            draw_seed: Optional[int] = None) -> tuple[dict[str, Any], Optional[Sweep]]:
     """The plain settings and the sweep (None for a single trial) of merged settings that may hold spaces; each
-    space is checked against `model` with the plain settings around it."""
+    space's values are checked by `build` (which raises UsageError) with the plain settings around them."""
     plain, spaces = split_spaces(values)
     if not spaces and num_samples == 1:
         return plain, None
-    validate = field_validator_for(model, plain)
+
+    def validate(key: str, value: Any) -> None:
+        try:
+            build({**plain, key: value})
+        except UsageError as err:
+            raise UsageError(f"{err} (a value of {key}'s space)") from None
+
     for key, space in spaces.items():
         check_space(key, space, validate)
     return plain, Sweep(spaces=spaces, num_samples=num_samples, own_seeds=plain.get("seed") is None and "seed" not in

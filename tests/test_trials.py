@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pong_train.config import TrainConfig
+from pong_train.config import train_config
 from pong_train.errors import UsageError
 from pong_train.trials import Sweep, resolve
 
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.timeout(60)  # fast: no Ray
 
 
 def test_a_grid_gives_one_trial_per_value_each_with_its_own_seed():
-    plain, sweep = resolve({"lr": {"grid_search": [0.0005, 0.001]}, "gamma": 0.98}, TrainConfig, 1)
+    plain, sweep = resolve({"lr": {"grid_search": [0.0005, 0.001]}, "gamma": 0.98}, train_config, 1)
     assert plain == {"gamma": 0.98}
     assert sweep.trials() == [{"lr": 0.0005, "seed": 1}, {"lr": 0.001, "seed": 2}]
 
@@ -21,7 +21,7 @@ def test_a_grid_gives_one_trial_per_value_each_with_its_own_seed():
 def test_num_samples_repeats_the_grid_and_samples_the_random_spaces_each_time():
     _, sweep = resolve({"lr": {"loguniform": [1e-4, 1e-2]}, "dim": {"grid_search": [42, 84]},
                         "framestack": {"randint": [2, 5]}, "vf_share_layers": {"choice": [True, False]}},
-                       TrainConfig, 3, draw_seed=7)
+                       train_config, 3, draw_seed=7)
     trials = sweep.trials()
     assert len(trials) == 6 and [t["dim"] for t in trials] == [42, 84] * 3
     assert all(1e-4 <= t["lr"] <= 1e-2 and t["framestack"] in (2, 3, 4) for t in trials)
@@ -31,11 +31,11 @@ def test_num_samples_repeats_the_grid_and_samples_the_random_spaces_each_time():
 
 
 def test_samples_alone_are_seeds_and_a_given_seed_is_kept():
-    _, sweep = resolve({}, TrainConfig, 2)
+    _, sweep = resolve({}, train_config, 2)
     assert sweep.trials() == [{"seed": 1}, {"seed": 2}]
-    _, sweep = resolve({"seed": 5, "lr": {"grid_search": [0.001, 0.002]}}, TrainConfig, 1)
+    _, sweep = resolve({"seed": 5, "lr": {"grid_search": [0.001, 0.002]}}, train_config, 1)
     assert sweep.trials() == [{"lr": 0.001}, {"lr": 0.002}]
-    assert resolve({"lr": 0.001}, TrainConfig, 1) == ({"lr": 0.001}, None)
+    assert resolve({"lr": 0.001}, train_config, 1) == ({"lr": 0.001}, None)
 
 
 @pytest.mark.parametrize("space, fragments", [
@@ -50,7 +50,7 @@ def test_samples_alone_are_seeds_and_a_given_seed_is_kept():
 ])
 def test_a_space_that_can_produce_a_refused_value_is_one_line(space, fragments):
     with pytest.raises(UsageError) as refused:
-        resolve(space, TrainConfig, 1)
+        resolve(space, train_config, 1)
     assert "\n" not in str(refused.value)
     for fragment in fragments:
         assert fragment in str(refused.value), str(refused.value)
