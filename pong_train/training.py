@@ -12,7 +12,7 @@ import shutil
 import sys
 from typing import Any
 
-from pong_train import progress
+from pong_train import progress, trials
 from pong_train.cluster import check_local_gpus, connect, fit_to_cluster
 from pong_train.errors import EXIT_FAILED, EXIT_LOST_RESULTS, EXIT_OK, last_line
 from pong_train.job import Invocation, Job, ResultLogger, Run
@@ -99,9 +99,13 @@ def tuner(run: Run, monitor: RunMonitor) -> Any:
         with progress.step(f"restoring {run.run_dir} from its latest checkpoint", quiet=run.invocation.quiet):
             return tune.Tuner.restore(str(run.run_dir), algo_config.algo_class, _resume_config=resume_all)
     stopper, forwarder = monitor.tune_hooks()
+    sweep = run.job.sweep
     return tune.Tuner(
         algo_config.algo_class,
-        param_space=algo_config,
+        param_space=algo_config if sweep is None else trials.param_space(
+            [algorithm_config(fit_to_cluster(c), run.job.env, run.job.run).to_dict() for c in sweep.configs(run.job.config)]),
+        tune_config=tune.TuneConfig(max_concurrent_trials=run.job.max_concurrent_trials,
+                                    trial_dirname_creator=None if sweep is None else trials.trial_folder),
         run_config=tune.RunConfig(
             name=run.run_dir.name,
             storage_path=str(run.run_dir.parent),

@@ -40,6 +40,10 @@ class Sweep(BaseModel):
     own_seeds: bool = True
     """Each trial trains with its own seed (1, 2, ...): set when the settings name no seed."""
 
+    def configs(self, base: Any) -> list[Any]:
+        """Each trial's settings: `base` (a TrainConfig) with the trial's values, validated."""
+        return [type(base).model_validate({**base.model_dump(), **trial}) for trial in self.trials()]
+
     def trials(self) -> list[dict[str, Any]]:
         """Each trial's values for the keys with a space, grid values varying fastest last, as Tune orders them."""
         grid = {key: space["grid_search"] for key, space in self.spaces.items() if "grid_search" in space}
@@ -112,3 +116,26 @@ def resolve(values: dict[str, Any], build: Callable[[dict[str, Any]], Any], num_
         check_space(key, space, validate)
     return plain, Sweep(spaces=spaces, num_samples=num_samples, own_seeds=plain.get("seed") is None and "seed" not in
                         spaces, draw_seed=random.SystemRandom().randrange(2**31) if draw_seed is None else draw_seed)
+
+
+TRIAL_KEY = "pong_train_trial"
+"""Where each trial's RLlib config holds its index: Tune's grid over it makes one trial per index."""
+
+
+def param_space(configs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One Tune param space for the trials' RLlib configs (as dicts, in trial order): a grid over the trial index,
+    and each key that differs between trials taken from that trial's own config, so Tune sizes each trial's
+    resources from its own settings."""
+    from ray import tune
+
+    space = dict(configs[0])
+    for key in list(space):
+        if any(config.get(key) != space[key] for config in configs[1:]):
+            space[key] = tune.sample_from(lambda spec, key=key: configs[spec.config[TRIAL_KEY]][key])
+    space[TRIAL_KEY] = tune.grid_search(list(range(len(configs))))
+    return space
+
+
+def trial_folder(trial: Any) -> str:
+    """A trial's folder in the run directory: trial_<index>."""
+    return f"trial_{trial.config[TRIAL_KEY]}"
