@@ -192,6 +192,9 @@ class Run:
     Tune's trial folder with the checkpoints."""
     invocation: Invocation = Invocation()
     """How this command runs it (`run.invocation.quiet`, ...)."""
+    trial: str = ""
+    """In an experiment of several trials, the trial this is (its folder's name, `run_dir` its folder); "" for a
+    run of one trial."""
 
 
 class ResultLogger:

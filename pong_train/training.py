@@ -49,7 +49,7 @@ def run_training(job: Job, invocation: Invocation | None = None) -> int:
         run = Run(job=job, run_dir=invocation.resume_dir or make_run_dir(job), invocation=invocation)
         record(run, "running")
         register_envs()
-        monitor = RunMonitor(run, plugin_loggers(run))
+        monitor = RunMonitor(run, plugin_loggers)
         try:
             trainer = tuner(run, monitor)
             if (done := stopped_at_checkpoint(run, trainer)) is not None:
