@@ -107,6 +107,23 @@ def summary(run: Run, status: str) -> dict[str, Any]:
             "checkpoint": str(checkpoints[-1]) if checkpoints else None, **{k: last.get(k) for k in keys}}
 
 
+TRIALS_FILE = "trials.json"
+"""An experiment's summary at the top of its run directory: each trial's settings, figures and end."""
+
+
+def trial_summary(run: Run, trial_dir: Path, settings: dict[str, Any], status: str) -> dict[str, Any]:
+    """One trial's line of trials.json: the settings its sweep gave it, its best and last episode_reward_mean,
+    and the agent steps and time at its end."""
+    rows = read_metrics(trial_dir / METRICS_FILE) if (trial_dir / METRICS_FILE).exists() else []
+    means = [row["episode_reward_mean"] for row in rows if row.get("episode_reward_mean") is not None]
+    last = rows[-1] if rows else {}
+    return {"trial": trial_dir.name, "status": status, "settings": settings,
+            "best_episode_reward_mean": max(means) if means else None,
+            "last_episode_reward_mean": means[-1] if means else None,
+            "timesteps_total": last.get("timesteps_total"), "time_total_s": last.get("time_total_s"),
+            "met_stop": bool(rows) and status == "completed"}
+
+
 def plot_curve(run_dir: Path) -> None:
     """curve.png from metrics.jsonl; a failed plot warns, it never fails a finished run."""
     from pong_train.plotting import plot_runs
