@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import sys
+from pathlib import Path
 from typing import Any
 
 from pong_train import progress, trials
@@ -20,7 +21,8 @@ from pong_train.metrics import reached, reported_row
 from pong_train.monitor import RunMonitor, checkpoint_on_signal, close_loggers, interruption
 from pong_train.plugins import with_plugins
 from pong_train.rllib_config import algorithm_config, register_envs
-from pong_train.rundir import check_storage, make_run_dir, plot_curve, record, summary
+from pong_train.rundir import (TRIALS_FILE, check_storage, make_run_dir, plot_curve, record, summary, trial_summary,
+                               write_json)
 
 __all__ = ["run_training"]
 
@@ -59,7 +61,8 @@ def run_training(job: Job, invocation: Invocation | None = None) -> int:
                 with checkpoint_on_signal(run.run_dir):
                     results = trainer.fit()
         finally:
-            plot_curve(run.run_dir)  # before the loggers close, so that they can keep it
+            for folder in trial_folders(run):  # before the loggers close, so that they can keep them
+                plot_curve(folder)
             lost = close_loggers(run.run_dir)
         return finish(run, results, lost)
     finally:
@@ -162,9 +165,32 @@ def finish(run: Run, results: Any, lost: dict[str, int]) -> int:
     if code in (EXIT_OK, EXIT_LOST_RESULTS):
         print(f"run directory: {run.run_dir}")
     record(run, status)
+    if run.job.sweep is not None:
+        write_trials(run, results)
     if run.invocation.json_summary:
         print(json.dumps(summary(run, status)))
     return code
+
+
+def trial_folders(run: Run) -> list[Any]:
+    """Where the run's curves go: the run directory, or each trial's folder in an experiment of several."""
+    if run.job.sweep is None:
+        return [run.run_dir]
+    return sorted(folder for folder in run.run_dir.glob("trial_*") if folder.is_dir())
+
+
+def write_trials(run: Run, results: Any) -> None:
+    """trials.json: each trial's settings from the sweep, its figures and how it ended; the best one first said."""
+    drawn = run.job.sweep.trials()
+    failed = {Path(result.path).name for result in results if result.error is not None}
+    lines = [trial_summary(run, folder, drawn[int(folder.name.removeprefix("trial_"))],
+                           "failed" if folder.name in failed else "completed") for folder in trial_folders(run)]
+    write_json(run.run_dir / TRIALS_FILE, lines)
+    scored = [line for line in lines if line["best_episode_reward_mean"] is not None]
+    if scored:
+        best = max(scored, key=lambda line: line["best_episode_reward_mean"])
+        print(f"{len(lines)} trials; best: {best['trial']} {best['settings']} "
+              f"(episode_reward_mean {best['best_episode_reward_mean']:.1f}); all in {run.run_dir / TRIALS_FILE}")
 
 
 def say(line: str) -> None:

@@ -54,3 +54,26 @@ def test_a_space_that_can_produce_a_refused_value_is_one_line(space, fragments):
     assert "\n" not in str(refused.value)
     for fragment in fragments:
         assert fragment in str(refused.value), str(refused.value)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_grid_and_samples_train_as_trials_each_in_its_own_folder(storage):
+    """The issue's first two checks: a grid of two lr values, then two samples, each trial in its own folder with
+    its own metrics.jsonl and settings, and trials.json naming them."""
+    import json
+
+    from helpers import run_cli, run_dirs
+
+    proc = run_cli("--preset", "smoke", "--config", '{"lr": {"grid_search": [0.0005, 0.001]}}', "--storage-path",
+                   str(storage), "-q", timeout=500)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [run_dir] = run_dirs(storage)
+    trials = json.loads((run_dir / "trials.json").read_text())
+    assert [(t["trial"], t["settings"]["lr"], t["status"]) for t in trials] == [
+        ("trial_0", 0.0005, "completed"), ("trial_1", 0.001, "completed")]
+    for trial in trials:
+        folder = run_dir / trial["trial"]
+        assert len((folder / "metrics.jsonl").read_text().splitlines()) >= 2
+        assert json.loads((folder / "params.json").read_text())["lr"] == trial["settings"]["lr"]
+    assert json.loads((run_dir / "job.json").read_text())["sweep"]["spaces"] == {"lr": {"grid_search": [0.0005, 0.001]}}
