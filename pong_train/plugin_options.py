@@ -123,8 +123,9 @@ def check_owners(params: list[click.Parameter], plugins: Any, backend: str, give
 
 def by_plugin(params: list[click.Parameter], values: dict[str, Any], only: set[str] | None = None) -> dict[str, dict]:
     """The values click parsed for the plugins' options (`only` those, if given), by plugin, then by field."""
-    grouped: dict[str, dict[str, Any]] = {plugin: {} for plugin in owners(params).values()}
-    for name, plugin in owners(params).items():
+    owned = owners(params)
+    grouped: dict[str, dict[str, Any]] = {plugin: {} for plugin in owned.values()}
+    for name, plugin in owned.items():
         if only is None or name in only:
             value = values[name]
             grouped[plugin][name.removeprefix(param_prefix(plugin))] = list(value) if isinstance(value, tuple) else value

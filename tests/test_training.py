@@ -113,7 +113,7 @@ def test_appo_smoke_run_trains_checkpoints_and_plays(storage):
     schedule the learner follows, a checkpoint at the end that `evaluate` plays."""
     proc = subprocess.run(
         [pong_train_script(), "--preset", "smoke", "--run", "APPO", "--config",
-         '{"num_gpus": 0, "lr": [[0, 0.003], [5000, 0.0003]]}', "--storage-path", str(storage)],
+         '{"num_gpus": 0, "lr": [[0, 0.003], [20000, 0.0003]]}', "--storage-path", str(storage)],
         capture_output=True, text=True, timeout=400,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -123,9 +123,9 @@ def test_appo_smoke_run_trains_checkpoints_and_plays(storage):
     assert rows[-1]["episodes_total"] >= 1 and -21 <= rows[-1]["episode_reward_mean"] <= 21
     trained = [row for row in rows if row.get("learners/default_policy/mean_IS") is not None]
     assert trained and all(math.isfinite(row["learners/default_policy/mean_vf_loss"]) for row in trained)
-    # Past the schedule's last point (5,000 agent steps) the learner steps at its last lr, not the default 0.001.
+    # The learner's lr falls along the schedule from one result to the next (the default would stay at 0.001).
     lrs = [row["learners/default_policy/default_optimizer_learning_rate"] for row in trained]
-    assert rows[-1]["timesteps_total"] > 5000 and lrs[-1] == pytest.approx(0.0003) and max(lrs) <= 0.003, lrs
+    assert len(lrs) >= 2 and all(a > b for a, b in zip(lrs, lrs[1:])) and 0.0003 <= lrs[-1] < lrs[0] <= 0.003, lrs
     # As a user types it: the run directory relative to where they are.
     played = subprocess.run([pong_train_script(), "evaluate", str(run_dir.relative_to(storage.parent)), "--episodes",
                              "1", "--seed", "1"], capture_output=True, text=True, timeout=300, cwd=storage.parent)

@@ -187,12 +187,13 @@ def end_to_end(settings: BenchSettings, make_config: Callable[[], Any]) -> dict[
                 return float(result.get("learners", {}).get("__all_modules__", {}).get(
                     "num_env_steps_trained_lifetime", 0))
 
-            steps, trained_steps = sampled(last) - sampled(first), trained(last) - trained(first)
-            # RLlib counts a step once per pass it is trained in: this is per agent step and pass, an upper bound
-            # (the algorithm's process also drives the run).
-            learner_ms = learner_busy * elapsed * 1000 / trained_steps if trained_steps else float("nan")
+            steps = sampled(last) - sampled(first)
+            # The passes each sampled step is trained in, as configured; the algorithm's process also drives the
+            # run, so this is an upper bound of the learner's own cost.
+            passes = algo.config.num_epochs * getattr(algo.config, "circular_buffer_iterations_per_batch", 1)
+            learner_ms = learner_busy * elapsed * 1000 / steps / passes if steps else float("nan")
             return {"steps_per_s": steps / elapsed, "frames_per_s": steps * FRAMESKIP / elapsed,
-                    "trained_steps_per_s": trained_steps / elapsed, "peak_rss_mb": peak,
+                    "trained_steps_per_s": (trained(last) - trained(first)) / elapsed, "peak_rss_mb": peak,
                     "learner_busy": learner_busy, "env_runners_busy": statistics.mean(runners_busy),
                     "learner_ms_per_step_pass": learner_ms}
         finally:
@@ -279,5 +280,6 @@ def table(report: dict[str, Any]) -> str:
     lines.append(f"(b)/(a) sampling vs the limit:    {report['sampling_fraction_of_limit']:.2f}")
     lines.append(f"(d)/(a) end to end vs the limit:  {report['end_to_end_fraction_of_limit']:.2f}")
     lines.append("busy: CPU time per wall second of the learner's process and of each env runner (1.00 = one core)")
-    lines.append("learner ms/step/pass: CPU milliseconds of the learner's process per agent step trained, per pass")
+    lines.append("learner ms/step/pass: CPU milliseconds of the learner's process per agent step sampled, over the "
+                 "passes each step is trained in")
     return "\n".join(lines)

@@ -75,7 +75,8 @@ def cli(ctx: click.Context, **params: Any) -> int | None:
     if ctx.invoked_subcommand is not None:
         return None
     plugins, options = ctx.obj, ctx.command.params
-    core = {k: v for k, v in params.items() if k not in owners(options)}
+    owned = owners(options)
+    core = {k: v for k, v in params.items() if k not in owned}
     given = {k for k in params if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
     invocation = Invocation(plugin_manager=plugins, ray_address=core["ray_address"], dashboard=core["dashboard"],
                             debug=core["debug"], quiet=core["quiet"], json_summary=core["json_summary"],
