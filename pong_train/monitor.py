@@ -23,6 +23,8 @@ class LiveRun:
 
     loggers: list[GuardedLogger]
     interrupted_by: int | None = None
+    running_trials: int = 0
+    """Trials training at the end of Tune's last step: an interrupted experiment ends once none is."""
     trial_loggers: dict[str, list[GuardedLogger]] = dataclasses.field(default_factory=dict)
     make_trial_loggers: Callable[[str, Path], list[GuardedLogger]] | None = None
 
@@ -65,8 +67,9 @@ class RunMonitor:
         if run.job.sweep is None:
             LIVE_RUNS[self.run_dir] = LiveRun(guarded(run))
         else:  # each trial is a run of its own folder, with its own loggers
-            LIVE_RUNS[self.run_dir] = LiveRun([], make_trial_loggers=lambda trial_id, trial_dir: guarded(
-                dataclasses.replace(run, run_dir=trial_dir, trial=trial_dir.name)))
+            jobs = run.job.trials()
+            LIVE_RUNS[self.run_dir] = LiveRun([], make_trial_loggers=lambda trial_id, trial_dir: guarded(dataclasses.replace(
+                run, job=jobs[int(trial_dir.name.removeprefix("trial_"))], run_dir=trial_dir, trial=trial_dir.name)))
 
     def __getstate__(self) -> dict:
         return {"run_dir": self.run_dir, "stop": self.stop, "latest": {}}
@@ -80,14 +83,26 @@ class RunMonitor:
     def on_result(self, trial_id: str, result: dict, trial_dir: Path | None = None) -> None:
         row = self.latest.pop(trial_id, None) or reported_row(result)
         row["rss_mb/driver"] = rss_mb()
-        if result.get("placement"):
-            write_json(Path(self.run_dir) / PLACEMENT_FILE, result["placement"])
         live = LIVE_RUNS.get(self.run_dir)
+        if result.get("placement"):  # in the trial's folder, in an experiment of several
+            folder = trial_dir if live and live.make_trial_loggers and trial_dir else Path(self.run_dir)
+            write_json(folder / PLACEMENT_FILE, result["placement"])
         for logger in live.loggers_of(trial_id, trial_dir) if live else []:
             logger.log_result(row)
 
+    def should_stop_all(self) -> bool:
+        """Interrupted, each running trial stops at its next result, with its checkpoint; then the experiment stops,
+        its queued trials before they start."""
+        live = LIVE_RUNS.get(self.run_dir)
+        return live is not None and live.interrupted_by is not None and live.running_trials == 0
+
+    def count_running(self, running: int) -> None:
+        if live := LIVE_RUNS.get(self.run_dir):
+            live.running_trials = running
+
     def tune_hooks(self) -> tuple[Any, Any]:
-        """The Tune stopper and callback that drive this monitor (Tune calls the stopper first)."""
+        """The Tune stopper and callback that drive this monitor (Tune calls the stopper first). Tune pickles both into
+        its experiment state, these classes by value: they reach the run's state only through the monitor."""
         from ray import tune
 
         monitor = self
@@ -97,11 +112,16 @@ class RunMonitor:
                 return monitor.should_stop(trial_id, result)
 
             def stop_all(self) -> bool:
-                return False
+                return monitor.should_stop_all()
 
         class ForwardResults(tune.Callback):
             def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-                monitor.on_result(trial.trial_id, result, Path(trial.local_path))
+                # The trial's folder in the run directory: its `local_path` is a staging folder of this Ray session,
+                # copied over the run directory's, so a resumed session would start its metrics.jsonl afresh.
+                monitor.on_result(trial.trial_id, result, Path(trial.path))
+
+            def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+                monitor.count_running(sum(trial.status == "RUNNING" for trial in trials))
 
         return StopCriteria(), ForwardResults()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -137,5 +138,29 @@ def param_space(configs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def trial_folder(trial: Any) -> str:
-    """A trial's folder in the run directory: trial_<index>."""
-    return f"trial_{trial.config[TRIAL_KEY]}"
+    """A Tune trial's folder in the run directory (Tune's `trial_dirname_creator`)."""
+    return trial_folder_name(trial.config[TRIAL_KEY])
+
+
+def trial_folder_name(index: int) -> str:
+    """The folder of the trial `index` (from 0) in the run directory."""
+    return f"trial_{index}"
+
+
+def trial_folders(run_dir: Path) -> list[Path]:
+    """The trials' folders of an experiment of several trials (`trial_0`, `trial_1`, ...), in trial order."""
+    folders = [folder for folder in run_dir.glob("trial_*")
+               if folder.is_dir() and folder.name.removeprefix("trial_").isdigit()]
+    return sorted(folders, key=lambda folder: int(folder.name.removeprefix("trial_")))
+
+
+def scheduler(kind: Optional[str], grace_steps: int, stop: dict[str, float]) -> Any:
+    """Tune's scheduler for `--scheduler` (None: none): ASHA on episode_reward_mean at agent-step milestones from
+    `grace_steps` on, growing threefold, up to the stop's timesteps_total where it has one."""
+    if kind is None:
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    max_steps = max(int(stop.get("timesteps_total", 0)), grace_steps * 27)  # room for a few milestones
+    return ASHAScheduler(time_attr="timesteps_total", metric="episode_reward_mean", mode="max",
+                         grace_period=grace_steps, max_t=max_steps, reduction_factor=3)

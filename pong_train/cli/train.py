@@ -50,11 +50,15 @@ Examples:
               help="Checkpoint every N iterations [default: about every 5 minutes].")
 @click.option("--checkpoint-keep", default=3, show_default=True, type=click.IntRange(min=1),
               help="Checkpoints kept (the latest ones).")
-@click.option("--num-samples", default=1, show_default=True, type=click.IntRange(min=1),
+@click.option("--num-samples", default=1, show_default=True, type=click.IntRange(min=1), metavar="N",
               help="Trials: the --config grid repeated, its random spaces sampled, N times (Tune's num_samples); "
                    "each trial gets its own seed unless one is given.")
 @click.option("--max-concurrent-trials", type=click.IntRange(min=1), metavar="N",
               help="Trials trained at once at most [default: as many as the cluster's CPUs fit].")
+@click.option("--scheduler", type=click.Choice(["asha"]),
+              help="Stop trials early whose episode_reward_mean trails the others' (Tune's ASHA) [default: none].")
+@click.option("--scheduler-grace-steps", default=1_000_000, show_default=True, type=click.IntRange(min=1),
+              metavar="N", help="Agent steps every trial trains before --scheduler may stop it.")
 @click.option("--name", help="Experiment name; the run directory is NAME_<timestamp>.")
 @click.option("--resume", type=click.Path(path_type=Path, file_okay=False), metavar="RUN_DIR",
               help="Continue the run in RUN_DIR from its latest checkpoint.")
@@ -133,6 +137,7 @@ def build_job(plugins: Any, params: dict[str, Any], plugin_values: dict[str, dic
         backend=params["backend"], run=params["run"], env=params["env"], config=train_config, stop=stop,
         storage_path=params["storage_path"], checkpoint_freq=checkpoint_freq, checkpoint_keep=params["checkpoint_keep"],
         name=params["name"], sweep=sweep, max_concurrent_trials=params["max_concurrent_trials"],
+        scheduler=params["scheduler"], scheduler_grace_steps=params["scheduler_grace_steps"],
         options=kept_options(plugins, plugin_values),
     ), flags={"stop": stop_flag})
 
