@@ -55,6 +55,8 @@ def connect(address: str | None, debug: bool = False, dashboard: bool = False, n
     if not debug:
         for name in ("ray", "ray.rllib"):  # RLlib sets its own level on import
             logging.getLogger(name).setLevel(logging.ERROR)
+        # A failed trial's traceback: its error.txt keeps it, and the run's end says it in one line.
+        logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     if address:
         check_address_reachable(address)
         try:
@@ -106,3 +108,17 @@ def fit_to_cluster(config: TrainConfig) -> TrainConfig:
             f"but the Ray cluster has {cpus:g}; lower num_workers in --config or join a bigger cluster with --ray-address"
         )
     return config.model_copy(update={"num_env_runners": runners})
+
+
+def trials_plan(configs: list[TrainConfig], max_concurrent: int | None) -> str:
+    """One line saying how the trials of an experiment (their configs fitted) share the cluster: how many train at
+    once, by their CPUs and `max_concurrent`; the others queue, as Tune queues them."""
+    import ray
+
+    cpus = ray.cluster_resources().get("CPU", 0)
+    needs = [cpus_needed(config, config.num_env_runners or 0) for config in configs]
+    at_once = next((count for count in range(len(needs), 0, -1) if sum(sorted(needs)[:count]) <= cpus), 1)
+    at_once = min(at_once, max_concurrent or at_once)
+    each = f"{needs[0]:g} CPUs each" if len(set(needs)) == 1 else f"{min(needs):g}-{max(needs):g} CPUs each"
+    plan = "all at once" if at_once == len(needs) else f"{at_once} at a time, the others queue"
+    return f"{len(needs)} trials of {each} on the cluster's {cpus:g} CPUs: {plan}"

@@ -9,6 +9,7 @@ from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloa
                       model_validator)
 
 from pong_train.errors import UsageError, validation_line
+from pong_train.trials import Sweep, resolve
 
 
 class TrainConfig(BaseModel):
@@ -218,15 +219,31 @@ DEFAULT_STOP = {"episode_reward_mean": 18.0}
 
 def build_config(layers: list[dict[str, Any]], run: str = "IMPALA") -> TrainConfig:
     """Merge `run`'s defaults and the translated layers (later wins) into a validated TrainConfig."""
+    return train_config(merge(layers, run))
+
+
+def build_experiment(layers: list[dict[str, Any]], run: str = "IMPALA", num_samples: int = 1
+                     ) -> tuple[TrainConfig, Optional[Sweep]]:
+    """Like `build_config` where values may be search spaces: the settings every trial shares (a key with a space
+    keeps its default there) and the sweep, None for a single trial. Every value a space can produce is checked."""
+    plain, sweep = resolve(merge(layers, run), train_config, num_samples)
+    return train_config(plain), sweep
+
+
+def merge(layers: list[dict[str, Any]], run: str) -> dict[str, Any]:
     merged: dict[str, Any] = dict(ALGORITHM_DEFAULTS[run])
     for layer in layers:
         merged.update(layer)
+    return merged
+
+
+def train_config(values: dict[str, Any]) -> TrainConfig:
+    """The TrainConfig of `values`, or a UsageError naming the config key it refuses."""
     try:
-        config = TrainConfig(**merged)
+        return TrainConfig(**values)
     except ValidationError as err:
         raise UsageError(validation_line(err, lambda loc: f"config key '{'.'.join(map(str, loc))}'" if loc
                                          else "config")) from None
-    return config
 
 
 def gpus_needed(config: TrainConfig) -> float:

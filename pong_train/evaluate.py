@@ -79,12 +79,17 @@ def best_checkpoint(path: Path) -> Path | None:
 
 
 def trained_job_of(checkpoint: Path) -> Job:
-    """The job the checkpoint was trained by: its run directory's job.json, the run's one record."""
+    """The job the checkpoint was trained by: its run directory's job.json, the run's one record, and in an
+    experiment of several trials, the trial's own settings (its folder, `trial_<index>`, is the run's child)."""
     run_dir = next((folder for folder in checkpoint.parents if (folder / JOB_FILE).is_file()), None)
     if run_dir is None:
         raise UsageError(f"{checkpoint}: not inside a pong-train run directory (no {JOB_FILE} above it), so the "
                          "frames it was trained on are unknown")
-    return Job.load(run_dir / JOB_FILE)
+    job = Job.load(run_dir / JOB_FILE)
+    if job.sweep is None:
+        return job
+    trial = next(folder.name for folder in [checkpoint, *checkpoint.parents] if folder.parent == run_dir)
+    return job.trials()[int(trial.removeprefix("trial_"))]
 
 
 def describe(checkpoint: Path) -> str:

@@ -102,7 +102,9 @@ def pong_train_result_loggers(run: Run) -> list[ResultLogger]:
     """Hand out loggers that receive every training result of a run.
 
     When: once per run, after the run directory was created and before the first training
-    iteration.
+    iteration. In an experiment of several trials (search spaces in ``--config``, ``--num-samples``):
+    once per trial, at its first result, with ``run.trial`` its name, ``run.run_dir`` its folder
+    (``trial_<index>`` in the run directory) and ``run.job`` its own job (its settings, no sweep).
     Process: the process that drives training (where :func:`pong_train.training.run_training`
     runs: this machine for the local backend, the head node of the job for a cloud backend).
 

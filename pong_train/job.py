@@ -14,12 +14,14 @@ from pong_train.cluster import validate_address
 from pong_train.config import TrainConfig, check_algorithm_keys
 from pong_train.errors import UsageError, validation_line
 from pong_train.metrics import validate_stop
+from pong_train.trials import Sweep
 
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 JOB_FILE = "job.json"
 FLAGS = {"backend": "--backend", "run": "--run", "env": "--env", "config": "--config", "stop": "--stop",
          "storage_path": "--storage-path", "checkpoint_freq": "--checkpoint-freq",
-         "checkpoint_keep": "--checkpoint-keep", "name": "--name"}
+         "checkpoint_keep": "--checkpoint-keep", "name": "--name", "max_concurrent_trials": "--max-concurrent-trials",
+         "scheduler": "--scheduler", "scheduler_grace_steps": "--scheduler-grace-steps"}
 """The command line's flag for each of the job's fields, which its errors name when the command line made it."""
 """The job as the run directory keeps it: what `--resume` and a remote backend read back (`--job FILE`)."""
 
@@ -63,6 +65,16 @@ class Job(BaseModel):
     """How many of the latest checkpoints to keep."""
     name: Optional[str] = None
     """Experiment name; the run directory is named after it."""
+    sweep: Optional[Sweep] = None
+    """The search spaces of an experiment of several trials (`--config` spaces, `--num-samples`), from which each
+    trial's settings are drawn over `config`; None for a single trial."""
+    max_concurrent_trials: Optional[int] = Field(default=None, ge=1)
+    """Trials trained at once at most (`--max-concurrent-trials`); by default as many as the cluster's CPUs fit."""
+    scheduler: Optional[Literal["asha"]] = None
+    """Tune's trial scheduler (`--scheduler`): `asha` stops trials whose episode_reward_mean trails the others' at
+    agent-step milestones (`scheduler_grace_steps`, then 3 times as many, ...); None trains every trial to its stop."""
+    scheduler_grace_steps: int = Field(default=1_000_000, ge=1)
+    """Agent steps every trial trains before the scheduler may stop it (`--scheduler-grace-steps`)."""
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """The options plugins added, by plugin name: as the plugin's options model validated them, by field name."""
 
@@ -88,7 +100,17 @@ class Job(BaseModel):
     @model_validator(mode="after")
     def _settings_fit_the_algorithm(self) -> "Job":
         check_algorithm_keys(self.config, self.run)
+        if self.scheduler and self.sweep is None:
+            raise ValueError(f"--scheduler {self.scheduler} stops some trials early for others: it needs several "
+                             "(search spaces in --config, or --num-samples 2 or more)")
         return self
+
+    def trials(self) -> list["Job"]:
+        """The job each trial trains, in trial order: this one with the trial's settings drawn from the sweep, and no
+        sweep; [self] for a run of one trial."""
+        if self.sweep is None:
+            return [self]
+        return [self.model_copy(update={"config": config, "sweep": None}) for config in self.sweep.configs(self.config)]
 
     def save(self, path: Path) -> Path:
         """Write the job as JSON (atomically: a crash never leaves half a file); returns `path`."""
@@ -186,6 +208,9 @@ class Run:
     Tune's trial folder with the checkpoints."""
     invocation: Invocation = Invocation()
     """How this command runs it (`run.invocation.quiet`, ...)."""
+    trial: str = ""
+    """In an experiment of several trials, the trial this is (its folder's name, `run_dir` its folder, `job` its own:
+    `Job.trials()`); "" for a run of one trial."""
 
 
 class ResultLogger:

@@ -122,9 +122,11 @@ def _fmt(value: Any, spec: str = ".1f") -> str:
 class ConsoleLogger(ResultLogger):
     """One line per result: iteration, return, episodes, env steps, speed, elapsed time, stop progress."""
 
-    def __init__(self, stop: dict[str, float], stream: TextIO | None = None) -> None:
+    def __init__(self, stop: dict[str, float], stream: TextIO | None = None, trial: str = "") -> None:
         self.stop = stop
         self.stream = stream
+        self.trial = trial
+        """The trial's name, at the head of each line, in an experiment of several."""
         self._last: tuple[float, float] | None = None
 
     def log_result(self, row: dict[str, Any]) -> None:
@@ -134,7 +136,7 @@ class ConsoleLogger(ResultLogger):
         self._last = (steps, elapsed)
         progress = "  ".join(f"{name} {_fmt(row.get(name), '.4g')}/{limit:g}" for name, limit in self.stop.items())
         print(
-            f"iter {row.get('training_iteration', 0):>4}  "
+            f"{self.trial + '  ' if self.trial else ''}iter {row.get('training_iteration', 0):>4}  "
             f"episode_reward_mean {_fmt(row.get('episode_reward_mean')):>6}  "
             f"episodes {int(row.get('episodes_total') or 0):>5}  "
             f"env steps {steps:>9,}  {rate:>7,.0f} steps/s  "

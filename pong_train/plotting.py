@@ -9,6 +9,7 @@ from typing import Optional
 
 from pong_train.errors import UsageError
 from pong_train.loggers import METRICS_FILE, read_metrics
+from pong_train.trials import trial_folders
 
 ENTROPY = "learners/default_policy/entropy"
 
@@ -39,8 +40,20 @@ def run_curve(run_dir: Path) -> Curve:
 
 
 def plot_runs(run_dirs: list[Path], out: Path) -> Path:
-    """Write a PNG like the article's RunDetails chart of the runs in `run_dirs`; returns its path."""
-    return draw([run_curve(run_dir) for run_dir in run_dirs], out)
+    """Write a PNG like the article's RunDetails chart of the runs in `run_dirs` (every trial of an experiment of
+    several); returns its path."""
+    return draw([curve for run_dir in run_dirs for curve in run_curves(run_dir)], out)
+
+
+def run_curves(run_dir: Path) -> list[Curve]:
+    """The run's curve, or each trial's (labelled RUN/trial_<index>) in an experiment of several trials."""
+    trials = [folder for folder in trial_folders(run_dir) if (folder / METRICS_FILE).exists()]
+    if (run_dir / METRICS_FILE).exists() or not trials:
+        return [run_curve(run_dir)]
+    curves = [run_curve(folder) for folder in trials]
+    for curve in curves:
+        curve.label = f"{run_dir.name}/{curve.label}"
+    return curves
 
 
 def draw(curves: list[Curve], out: Path) -> Path:

@@ -19,6 +19,8 @@ from pong_train import __version__
 from pong_train.errors import UsageError
 from pong_train.job import JOB_FILE, Job, Run
 from pong_train.loggers import METRICS_FILE, read_metrics
+from pong_train.metrics import reached
+from pong_train.trials import trial_folder_name, trial_folders
 
 RUN_FILE = "run.json"
 """How the run stands: pong-train's version, the status (running, completed, interrupted, failed,
@@ -107,11 +109,48 @@ def summary(run: Run, status: str) -> dict[str, Any]:
             "checkpoint": str(checkpoints[-1]) if checkpoints else None, **{k: last.get(k) for k in keys}}
 
 
+TRIALS_FILE = "trials.json"
+"""An experiment's summary at the top of its run directory: each trial's settings, figures and end."""
+TRIAL_FILE = "trial.json"
+"""In each trial's folder: its line of trials.json and its whole settings."""
+
+
+def trial_summary(run: Run, trial_dir: Path, settings: dict[str, Any], failed: bool) -> dict[str, Any]:
+    """One trial's line of trials.json: the settings its sweep gave it, how it ended (completed: on a stop
+    criterion; failed; stopped: interrupted, or by the scheduler; not started), its best and last
+    episode_reward_mean, and the agent steps and time at its end."""
+    rows = read_metrics(trial_dir / METRICS_FILE) if (trial_dir / METRICS_FILE).exists() else []
+    means = [row["episode_reward_mean"] for row in rows if row.get("episode_reward_mean") is not None]
+    last = rows[-1] if rows else {}
+    status = ("failed" if failed else "completed" if rows and reached(run.job.stop, last)
+              else "stopped" if trial_dir.exists() else "not started")
+    return {"trial": trial_dir.name, "status": status, "settings": settings,
+            "best_episode_reward_mean": max(means) if means else None,
+            "last_episode_reward_mean": means[-1] if means else None,
+            "timesteps_total": last.get("timesteps_total"), "time_total_s": last.get("time_total_s")}
+
+
+def record_trials(run: Run, failed: set[str]) -> list[dict[str, Any]]:
+    """trials.json (each trial's line), each trial's status in run.json, and in each trial's folder its line with its
+    whole settings (trial.json); `failed`: the folders of the trials that failed. Returns the lines."""
+    lines = []
+    for index, (settings, job) in enumerate(zip(run.job.sweep.trials(), run.job.trials())):
+        folder = run.run_dir / trial_folder_name(index)
+        lines.append(trial_summary(run, folder, settings, folder.name in failed))
+        if folder.is_dir():
+            write_json(folder / TRIAL_FILE, {**lines[-1], "config": job.config.model_dump()})
+    write_json(run.run_dir / TRIALS_FILE, lines)
+    ended = json.loads((run.run_dir / RUN_FILE).read_text())
+    write_json(run.run_dir / RUN_FILE, {**ended, "trials": {line["trial"]: line["status"] for line in lines}})
+    return lines
+
+
 def plot_curve(run_dir: Path) -> None:
-    """curve.png from metrics.jsonl; a failed plot warns, it never fails a finished run."""
+    """curve.png from metrics.jsonl (every trial's, in an experiment of several); a failed plot warns, it never fails
+    a finished run."""
     from pong_train.plotting import plot_runs
 
-    if not (run_dir / METRICS_FILE).exists():
+    if not (run_dir / METRICS_FILE).exists() and not trial_folders(run_dir):
         return
     try:
         print(f"learning curve: {plot_runs([run_dir], run_dir / CURVE_FILE)}")

@@ -10,17 +10,19 @@ import json
 import os
 import shutil
 import sys
+from pathlib import Path
 from typing import Any
 
-from pong_train import progress
-from pong_train.cluster import check_local_gpus, connect, fit_to_cluster
+from pong_train import progress, trials
+from pong_train.cluster import check_local_gpus, connect, fit_to_cluster, trials_plan
 from pong_train.errors import EXIT_FAILED, EXIT_LOST_RESULTS, EXIT_OK, last_line
 from pong_train.job import Invocation, Job, ResultLogger, Run
 from pong_train.metrics import reached, reported_row
 from pong_train.monitor import RunMonitor, checkpoint_on_signal, close_loggers, interruption
 from pong_train.plugins import with_plugins
 from pong_train.rllib_config import algorithm_config, register_envs
-from pong_train.rundir import check_storage, make_run_dir, plot_curve, record, summary
+from pong_train.rundir import TRIALS_FILE, check_storage, make_run_dir, plot_curve, record, record_trials, summary
+from pong_train.trials import trial_folders
 
 __all__ = ["run_training"]
 
@@ -46,12 +48,15 @@ def run_training(job: Job, invocation: Invocation | None = None) -> int:
         connect(invocation.ray_address, invocation.debug, invocation.dashboard)
     try:
         job = job.model_copy(update={"config": fit_to_cluster(job.config)})
+        trial_configs = [fit_to_cluster(trial.config) for trial in job.trials()]  # each refused before any starts
+        if job.sweep is not None and not invocation.quiet:
+            print(trials_plan(trial_configs, job.max_concurrent_trials))
         run = Run(job=job, run_dir=invocation.resume_dir or make_run_dir(job), invocation=invocation)
         record(run, "running")
         register_envs()
-        monitor = RunMonitor(run, plugin_loggers(run))
+        monitor = RunMonitor(run, plugin_loggers)
         try:
-            trainer = tuner(run, monitor)
+            trainer = tuner(run, monitor, trial_configs)
             if (done := stopped_at_checkpoint(run, trainer)) is not None:
                 say(f"its latest checkpoint (iteration {done}) already met the stop criteria; nothing left to train")
                 results = trainer.get_results()
@@ -59,7 +64,8 @@ def run_training(job: Job, invocation: Invocation | None = None) -> int:
                 with checkpoint_on_signal(run.run_dir):
                     results = trainer.fit()
         finally:
-            plot_curve(run.run_dir)  # before the loggers close, so that they can keep it
+            for folder in curve_folders(run):  # before the loggers close, so that they can keep them
+                plot_curve(folder)
             lost = close_loggers(run.run_dir)
         return finish(run, results, lost)
     finally:
@@ -83,8 +89,9 @@ def plugin_loggers(run: Run) -> list[tuple[str, ResultLogger]]:
     return handed_out
 
 
-def tuner(run: Run, monitor: RunMonitor) -> Any:
-    """A Tune tuner that trains the run from scratch, or restores it from its latest checkpoint."""
+def tuner(run: Run, monitor: RunMonitor, trial_configs: list[Any]) -> Any:
+    """A Tune tuner that trains the run's trials (`trial_configs`, fitted to the cluster) from scratch, or restores
+    it from its latest checkpoints."""
     from ray import tune
 
     from pong_train.rundir import best_checkpoint_keeper
@@ -99,9 +106,15 @@ def tuner(run: Run, monitor: RunMonitor) -> Any:
         with progress.step(f"restoring {run.run_dir} from its latest checkpoint", quiet=run.invocation.quiet):
             return tune.Tuner.restore(str(run.run_dir), algo_config.algo_class, _resume_config=resume_all)
     stopper, forwarder = monitor.tune_hooks()
+    sweep = run.job.sweep
     return tune.Tuner(
         algo_config.algo_class,
-        param_space=algo_config,
+        param_space=algo_config if sweep is None else trials.param_space(
+            [algorithm_config(config, run.job.env, run.job.run).to_dict() for config in trial_configs]),
+        tune_config=tune.TuneConfig(max_concurrent_trials=run.job.max_concurrent_trials,
+                                    scheduler=trials.scheduler(run.job.scheduler, run.job.scheduler_grace_steps,
+                                                               run.job.stop),
+                                    trial_dirname_creator=None if sweep is None else trials.trial_folder),
         run_config=tune.RunConfig(
             name=run.run_dir.name,
             storage_path=str(run.run_dir.parent),
@@ -139,11 +152,14 @@ def stopped_at_checkpoint(run: Run, trainer: Any) -> int | None:
 
 
 def finish(run: Run, results: Any, lost: dict[str, int]) -> int:
-    """Record how the run ended in run.json and turn it into an exit status (documented in the README)."""
+    """Record how the run ended in run.json (and trials.json) and turn it into an exit status (documented in the
+    README): an experiment of several trials fails if any trial failed, after the others have finished."""
     signum = interruption(run.run_dir)
     resume_hint = f"resume with: pong-train --resume {run.run_dir}"
-    if results.errors:
-        say(f"training failed: {last_line(results.errors[0])}")
+    failed = {Path(result.path).name: result.error for result in results if result.error is not None}
+    if failed:
+        for trial, error in failed.items():
+            say(f"{'training' if run.job.sweep is None else trial} failed: {last_line(error)}")
         say(f"details in {run.run_dir}; {resume_hint}")
         status, code = "failed", EXIT_FAILED
     elif signum is not None:
@@ -158,9 +174,27 @@ def finish(run: Run, results: Any, lost: dict[str, int]) -> int:
     if code in (EXIT_OK, EXIT_LOST_RESULTS):
         print(f"run directory: {run.run_dir}")
     record(run, status)
+    ended = summary(run, status)
+    if run.job.sweep is not None:
+        ended["trials"] = record_trials(run, set(failed))
+        say_best(run, ended["trials"])
     if run.invocation.json_summary:
-        print(json.dumps(summary(run, status)))
+        print(json.dumps(ended))
     return code
+
+
+def curve_folders(run: Run) -> list[Path]:
+    """Where the run's curves go: the run directory, and each trial's folder in an experiment of several."""
+    return [run.run_dir, *trial_folders(run.run_dir)]
+
+
+def say_best(run: Run, lines: list[dict[str, Any]]) -> None:
+    """One line naming the trial with the highest episode_reward_mean, and where all are."""
+    scored = [line for line in lines if line["best_episode_reward_mean"] is not None]
+    if scored:
+        best = max(scored, key=lambda line: line["best_episode_reward_mean"])
+        print(f"{len(lines)} trials; best: {best['trial']} {best['settings']} "
+              f"(episode_reward_mean {best['best_episode_reward_mean']:.1f}); all in {run.run_dir / TRIALS_FILE}")
 
 
 def say(line: str) -> None:

@@ -224,7 +224,7 @@ def test_a_logger_that_never_recovers_makes_the_run_exit_3_naming_it(tmp_path, c
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     run = Run(job=Job(backend="elsewhere", storage_path=tmp_path), run_dir=run_dir, invocation=Invocation(quiet=True))
-    monitor = RunMonitor(run, [("plugin observer-dist 1.2 (observer)", DownLogger())])
+    monitor = RunMonitor(run, lambda each: [("plugin observer-dist 1.2 (observer)", DownLogger())])
     for iteration in (1, 2, 3):
         monitor.on_result("trial", {"training_iteration": iteration, "time_total_s": float(iteration)})
     lost = close_loggers(run_dir)
@@ -236,7 +236,7 @@ def test_a_logger_that_never_recovers_makes_the_run_exit_3_naming_it(tmp_path, c
     err = capsys.readouterr().err
     assert "results were lost: DownLogger (from plugin observer-dist 1.2 (observer)) lost 3" in err, err
     # Nothing lost: exit 0, "completed".
-    monitor = RunMonitor(run, [])
+    monitor = RunMonitor(run, lambda each: [])
     monitor.on_result("trial", {"training_iteration": 4, "time_total_s": 4.0})
     assert close_loggers(run_dir) == {}
     assert finish(run, SimpleNamespace(errors=[]), {}) == 0

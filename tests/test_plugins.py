@@ -130,7 +130,7 @@ def test_the_core_adds_its_loggers_to_every_run_whatever_the_backend(backend, tm
         def log_result(self, row):
             taken.append(row["training_iteration"])
 
-    monitor = RunMonitor(quiet, [("plugin someone", Taker())])
+    monitor = RunMonitor(quiet, lambda each: [("plugin someone", Taker())])
     for iteration in (1, 2):
         monitor.on_result("trial", {"training_iteration": iteration, "time_total_s": 1.0 * iteration})
     assert close_loggers(tmp_path) == {}

@@ -196,9 +196,10 @@ def azure_options(job_options: dict[str, Any]) -> AzureOptions:
 
 
 def job_timeout(job: Job, opts: AzureOptions) -> int:
-    """How long the job may run, the submit side's limit and the nodes' alike: --timeout, else the stop's time_total_s plus START_UP_S, else DEFAULT_TIMEOUT_S."""
+    """How long the job may run, the submit side's limit and the nodes' alike: --timeout, else the stop's time_total_s
+    (once per trial: trials that do not fit the cluster at once queue) plus START_UP_S, else DEFAULT_TIMEOUT_S."""
     if opts.timeout:
         return opts.timeout
     if "time_total_s" in job.stop:
-        return int(job.stop["time_total_s"]) + START_UP_S
+        return int(job.stop["time_total_s"]) * len(job.trials()) + START_UP_S
     return DEFAULT_TIMEOUT_S

@@ -11,6 +11,7 @@ import math
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -18,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from pong_train import hookimpl
 from pong_train.errors import UsageError
-from pong_train.job import ResultLogger, Run
+from pong_train.job import JOB_FILE, Job, ResultLogger, Run
 from pong_train.metrics import ARTICLE_NAMES, RESULT_PATHS
 from pong_train.plugin_options import Flag
 from pong_train.rundir import CURVE_FILE
@@ -68,46 +69,54 @@ class MlflowLogger(ResultLogger):
     run's artifacts: curve.png, summary.json and the policy exported from its best (else latest) checkpoint, from
     which Azure ML (or any MLflow registry) registers a model.
 
-    With MLFLOW_RUN_ID set (as inside an Azure ML job), it attaches to that run; otherwise it starts
-    a run named after the run directory in the given experiment.
+    With MLFLOW_RUN_ID set (as inside an Azure ML job), it logs to that run; otherwise it starts a run named after
+    the run directory in the given experiment. A trial of an experiment of several logs to a child run (named after
+    the trial) of the experiment's run, which holds the shared params and, at the end, the curves of all trials.
     """
 
-    def __init__(self, params: dict[str, Any], run_dir: Path, experiment: str | None = None) -> None:
-        import mlflow
+    def __init__(self, params: dict[str, Any], run_dir: Path, experiment: str | None = None,
+                 parent: Optional["ExperimentRun"] = None) -> None:
+        from mlflow.tracking import MlflowClient
 
-        self._mlflow = mlflow
+        self.client = MlflowClient()
         self.run_dir = run_dir
+        self.parent = parent
         self.last: dict[str, Any] = {}
         self.best: float | None = None
-        run_id = os.environ.get("MLFLOW_RUN_ID")  # start_run() removes it from the environment
-        if run_id is None and experiment:
-            mlflow.set_experiment(experiment)
-        self._run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_dir.name)
-        mlflow.log_params({k: v for k, v in params.items() if v is not None})
+        attached = os.environ.get("MLFLOW_RUN_ID") if parent is None else None
+        self.run_id = attached or self.client.create_run(
+            parent.experiment_id if parent else experiment_id(self.client, experiment), run_name=run_dir.name,
+            tags={"mlflow.parentRunId": parent.run_id} if parent else {}).info.run_id
+        log_params(self.client, self.run_id, params)
 
     def log_result(self, row: dict[str, Any]) -> None:
+        from mlflow.entities import Metric
+
         self.last = {name: row.get(name) for name in (*ARTICLE_NAMES, "training_iteration", "time_total_s")}
         value = row.get("episode_reward_mean")
         if value is not None:
             self.best = value if self.best is None else max(self.best, value)
-        metrics = {
-            name: float(value)
+        now, step = int(time.time() * 1000), int(row["training_iteration"])
+        metrics = [
+            Metric(name, float(value), now, step)
             for name, value in row.items()
             if (name in MLFLOW_METRICS or (name.startswith(MLFLOW_LOSS_PREFIX) and name.endswith("loss")))
             and isinstance(value, (int, float)) and math.isfinite(value)
-        }
-        self._mlflow.log_metrics(metrics, step=int(row["training_iteration"]))
+        ]
+        self.client.log_batch(self.run_id, metrics=metrics)
 
     def close(self) -> None:
         try:
             self.log_artifacts()
         finally:
-            self._mlflow.end_run()
+            self.client.set_terminated(self.run_id)
+            if self.parent:
+                self.parent.child_ended()
 
     def log_artifacts(self) -> None:
         if (self.run_dir / CURVE_FILE).exists():
-            self._mlflow.log_artifact(str(self.run_dir / CURVE_FILE))
-        self._mlflow.log_dict({**self.last, "best_episode_reward_mean": self.best}, "summary.json")
+            self.client.log_artifact(self.run_id, str(self.run_dir / CURVE_FILE))
+        self.client.log_dict(self.run_id, {**self.last, "best_episode_reward_mean": self.best}, "summary.json")
         from pong_train.export import export_policy  # torch and RLlib: loaded once, at the end
 
         fmt = "onnx" if importlib.util.find_spec("onnx") else "torchscript"
@@ -118,7 +127,56 @@ class MlflowLogger(ResultLogger):
             except UsageError as err:  # a run stopped before its first checkpoint
                 print(f"pong-train: note: no policy logged to MLflow: {err}", file=sys.stderr)
                 return
-            self._mlflow.log_artifact(str(policy), artifact_path="policy")
+            self.client.log_artifact(self.run_id, str(policy), artifact_path="policy")
+
+
+class ExperimentRun:
+    """The MLflow run of an experiment of several trials, their runs' parent: MLFLOW_RUN_ID's (inside an Azure ML
+    job), or one this process starts, named after the run directory, and ends with its last trial's run, logging the
+    curves of all trials."""
+
+    def __init__(self, params: dict[str, Any], run_dir: Path, experiment: str | None) -> None:
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient()
+        self.run_dir = run_dir
+        self.started = "MLFLOW_RUN_ID" not in os.environ
+        self.run_id = os.environ.get("MLFLOW_RUN_ID") or self.client.create_run(
+            experiment_id(self.client, experiment), run_name=run_dir.name).info.run_id
+        self.experiment_id = self.client.get_run(self.run_id).info.experiment_id
+        log_params(self.client, self.run_id, params)
+        self.open_children = 0
+
+    def child(self, params: dict[str, Any], trial_dir: Path) -> MlflowLogger:
+        self.open_children += 1
+        return MlflowLogger(params, trial_dir, parent=self)
+
+    def child_ended(self) -> None:
+        self.open_children -= 1
+        if self.open_children == 0 and self.started:
+            if (self.run_dir / CURVE_FILE).exists():
+                self.client.log_artifact(self.run_id, str(self.run_dir / CURVE_FILE))
+            self.client.set_terminated(self.run_id)
+
+
+EXPERIMENT_RUNS: dict[Path, ExperimentRun] = {}
+"""The experiment runs of this process, by run directory: each trial's logger is made on its own."""
+
+
+def experiment_id(client: Any, name: str | None) -> str:
+    """The id of the MLflow experiment `name` (made if new), or of MLflow's own default: MLFLOW_EXPERIMENT_ID,
+    MLFLOW_EXPERIMENT_NAME, else Default."""
+    if not name and os.environ.get("MLFLOW_EXPERIMENT_ID"):
+        return os.environ["MLFLOW_EXPERIMENT_ID"]
+    name = name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or "Default"
+    found = client.get_experiment_by_name(name)
+    return found.experiment_id if found else client.create_experiment(name)
+
+
+def log_params(client: Any, run_id: str, params: dict[str, Any]) -> None:
+    from mlflow.entities import Param
+
+    client.log_batch(run_id, params=[Param(key, str(value)) for key, value in params.items() if value is not None])
 
 
 def run_params(run: Run) -> dict[str, Any]:
@@ -155,4 +213,12 @@ def pong_train_result_loggers(run: Run) -> list[ResultLogger]:
     except ImportError:
         raise UsageError(f"--mlflow needs MLflow: {INSTALL_HINT}") from None
     mlflow.set_tracking_uri(tracking_uri(uri) if uri else default_tracking_uri())
-    return [MlflowLogger(run_params(run), run.run_dir, options.experiment)]
+    if not run.trial:
+        return [MlflowLogger(run_params(run), run.run_dir, options.experiment)]
+    experiment_dir = run.run_dir.parent
+    if experiment_dir not in EXPERIMENT_RUNS:
+        experiment = Job.load(experiment_dir / JOB_FILE)  # the trial's job has its own settings, not the sweep
+        EXPERIMENT_RUNS[experiment_dir] = ExperimentRun(
+            {**run_params(Run(job=experiment, run_dir=experiment_dir)), "sweep": experiment.sweep.model_dump_json()},
+            experiment_dir, options.experiment)
+    return [EXPERIMENT_RUNS[experiment_dir].child(run_params(run), run.run_dir)]

@@ -50,6 +50,15 @@ Examples:
               help="Checkpoint every N iterations [default: about every 5 minutes].")
 @click.option("--checkpoint-keep", default=3, show_default=True, type=click.IntRange(min=1),
               help="Checkpoints kept (the latest ones).")
+@click.option("--num-samples", default=1, show_default=True, type=click.IntRange(min=1), metavar="N",
+              help="Trials: the --config grid repeated, its random spaces sampled, N times (Tune's num_samples); "
+                   "each trial gets its own seed unless one is given.")
+@click.option("--max-concurrent-trials", type=click.IntRange(min=1), metavar="N",
+              help="Trials trained at once at most [default: as many as the cluster's CPUs fit].")
+@click.option("--scheduler", type=click.Choice(["asha"]),
+              help="Stop trials early whose episode_reward_mean trails the others' (Tune's ASHA) [default: none].")
+@click.option("--scheduler-grace-steps", default=1_000_000, show_default=True, type=click.IntRange(min=1),
+              metavar="N", help="Agent steps every trial trains before --scheduler may stop it.")
 @click.option("--name", help="Experiment name; the run directory is NAME_<timestamp>.")
 @click.option("--resume", type=click.Path(path_type=Path, file_okay=False), metavar="RUN_DIR",
               help="Continue the run in RUN_DIR from its latest checkpoint.")
@@ -119,7 +128,7 @@ def build_job(plugins: Any, params: dict[str, Any], plugin_values: dict[str, dic
         layers.append(user_config.translate(data, f"--config-file {params['config_file']}", notes))
     if params["config_json"] is not None:
         layers.append(user_config.translate(user_config.parse_json_arg(params["config_json"], "--config"), "--config", notes))
-    train_config = cfg.build_config(layers, params["run"])
+    train_config, sweep = cfg.build_experiment(layers, params["run"], params["num_samples"])
     stop, stop_flag = stop_criteria(params["stop_json"], file_stop, preset)
     checkpoint_freq = params["checkpoint_freq"]
     if checkpoint_freq is None:  # about five minutes of work between checkpoints
@@ -127,7 +136,9 @@ def build_job(plugins: Any, params: dict[str, Any], plugin_values: dict[str, dic
     return Job.from_flags(dict(
         backend=params["backend"], run=params["run"], env=params["env"], config=train_config, stop=stop,
         storage_path=params["storage_path"], checkpoint_freq=checkpoint_freq, checkpoint_keep=params["checkpoint_keep"],
-        name=params["name"], options=kept_options(plugins, plugin_values),
+        name=params["name"], sweep=sweep, max_concurrent_trials=params["max_concurrent_trials"],
+        scheduler=params["scheduler"], scheduler_grace_steps=params["scheduler_grace_steps"],
+        options=kept_options(plugins, plugin_values),
     ), flags={"stop": stop_flag})
 
 

@@ -154,6 +154,18 @@ def test_job_timeout_follows_the_stop_criteria(storage, extra, timeout):
     assert yaml.safe_load((run_dir / "azureml" / "job.yaml").read_text())["limits"]["timeout"] == timeout
 
 
+def test_a_dry_run_of_a_grid_writes_one_job_whose_nodes_run_every_trial(storage):
+    grid = '{"num_gpus": 1, "num_workers": 13, "lr": {"grid_search": [0.0005, 0.001, 0.002]}}'
+    assert dry_run(storage, "--config", grid).returncode == 0
+    [run_dir] = run_dirs(storage)
+    nodes = node_job(run_dir)
+    assert [trial.config.lr for trial in nodes.trials()] == [0.0005, 0.001, 0.002]
+    assert all(trial.config.num_env_runners == 13 for trial in nodes.trials())
+    spec = yaml.safe_load((run_dir / "azureml" / "job.yaml").read_text())
+    assert spec["resources"]["instance_count"] == 4 and spec["distribution"]["type"] == "ray"
+    assert spec["limits"]["timeout"] == 3 * 3600 + 30 * 60  # the trials may train one after another
+
+
 CREDENTIALS_AND_OUTPUTS = [
     "config.json", ".env", "certs/server.pem", "deploy.key", ".azure/credentials", ".git/config",
     "runs/old/checkpoint_000001/state.pkl", "mlruns/0/meta.yaml", "mlflow.db", ".venv/bin/python",
