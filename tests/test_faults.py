@@ -214,8 +214,6 @@ class DownLogger:
 
 def test_a_logger_that_never_recovers_makes_the_run_exit_3_naming_it(tmp_path, capsys):
     """The end of a run, without Ray: the monitor's loggers, then `finish` turns lost results into exit 3."""
-    from types import SimpleNamespace
-
     from pong_train.errors import EXIT_LOST_RESULTS
     from pong_train.job import Invocation, Job, Run
     from pong_train.monitor import RunMonitor, close_loggers
@@ -231,7 +229,7 @@ def test_a_logger_that_never_recovers_makes_the_run_exit_3_naming_it(tmp_path, c
     assert lost == {"DownLogger (from plugin observer-dist 1.2 (observer))": 3}
     assert [row["training_iteration"] for row in read_metrics(run_dir / "metrics.jsonl")] == [1, 2, 3]
     capsys.readouterr()
-    assert finish(run, SimpleNamespace(errors=[]), lost) == EXIT_LOST_RESULTS == 3
+    assert finish(run, [], lost) == EXIT_LOST_RESULTS == 3
     assert json.loads((run_dir / "run.json").read_text())["status"] == "lost-results"
     err = capsys.readouterr().err
     assert "results were lost: DownLogger (from plugin observer-dist 1.2 (observer)) lost 3" in err, err
@@ -239,5 +237,5 @@ def test_a_logger_that_never_recovers_makes_the_run_exit_3_naming_it(tmp_path, c
     monitor = RunMonitor(run, lambda each: [])
     monitor.on_result("trial", {"training_iteration": 4, "time_total_s": 4.0})
     assert close_loggers(run_dir) == {}
-    assert finish(run, SimpleNamespace(errors=[]), {}) == 0
+    assert finish(run, [], {}) == 0
     assert json.loads((run_dir / "run.json").read_text())["status"] == "completed"
