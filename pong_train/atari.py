@@ -106,7 +106,7 @@ class AleVectorEnv(gym.vector.VectorEnv):
         spec = gym.spec(env_config["id"]).kwargs
         dim, stack = env_config["dim"], env_config["framestack"]
         self._env = AtariVectorEnv(
-            spec["game"], num_envs, num_threads=1, img_height=dim, img_width=dim, grayscale=True,
+            spec["game"], num_envs, num_threads=env_config.get("emulator_threads", 1), img_height=dim, img_width=dim, grayscale=True,
             stack_num=stack, frameskip=env_config["frameskip"], maxpool=True, noop_max=30, use_fire_reset=True,
             repeat_action_probability=spec.get("repeat_action_probability", 0.0),
             full_action_space=spec.get("full_action_space", False),

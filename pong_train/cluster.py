@@ -88,7 +88,8 @@ def cpus_needed(config: TrainConfig, num_env_runners: int) -> float:
 
 
 def fit_to_cluster(config: TrainConfig) -> TrainConfig:
-    """The config with `num_env_runners` resolved (one per spare CPU when unset), once the cluster can place it.
+    """The config with `num_env_runners` (one per spare CPU when unset) and `num_emulator_threads` resolved, once the
+    cluster can place it.
 
     Refuses a job the cluster cannot place, instead of letting Tune wait for resources forever.
     """
@@ -107,7 +108,14 @@ def fit_to_cluster(config: TrainConfig) -> TrainConfig:
             f"num_env_runners={runners} needs {need_cpus:g} CPUs (one per env runner plus one for the learner) "
             f"but the Ray cluster has {cpus:g}; lower num_workers in --config or join a bigger cluster with --ray-address"
         )
-    return config.model_copy(update={"num_env_runners": runners})
+    threads = config.num_emulator_threads or emulator_threads(cpus, runners)
+    return config.model_copy(update={"num_env_runners": runners, "num_emulator_threads": threads})
+
+
+def emulator_threads(cpus: float, env_runners: int) -> int:
+    """Emulator threads per env runner where the config leaves them unset: the CPUs per env runner, at most 2 (the
+    second uses what the learner leaves of its core)."""
+    return min(2, max(1, int(cpus // max(1, env_runners))))
 
 
 def trials_plan(configs: list[TrainConfig], max_concurrent: int | None) -> str:

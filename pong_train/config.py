@@ -25,6 +25,10 @@ class TrainConfig(BaseModel):
     vector_env: bool = True
     """Step each env runner's emulators in ale-py's C++ vector env, preprocessing in C++ and uint8 frames
     scaled inside the network; False uses RLlib's Python Atari wrappers, one gymnasium env each."""
+    num_emulator_threads: Optional[int] = Field(default=None, ge=1)
+    """Threads each env runner steps its emulators in (the C++ vector env only); above 1 they also use what
+    the learner leaves of its core. None: the Ray cluster's CPUs per env runner, at most 2 (2 on a 2-core
+    machine, 1 where every core has an env runner)."""
     num_cpus_per_env_runner: float = Field(default=1, gt=0)
     """CPUs Ray reserves for each env runner."""
     rollout_fragment_length: int = Field(default=50, ge=1)
@@ -59,6 +63,10 @@ class TrainConfig(BaseModel):
     """Scale each update's V-trace advantages to mean 0 and standard deviation 1, as PPO does, so the
     entropy bonus weighs the same against the policy gradient whatever the rewards' size (with
     `bootstrap_fragments` only; off: no faster on Pong, docs/learning.md)."""
+    vtrace_lambda: float = Field(default=1.0, gt=0, le=1)
+    """V-trace's lambda (the IMPALA paper's): each step's trace is cut by this factor on top of the importance
+    weight, so targets and advantages weigh near rewards over far ones as GAE(lambda) does; 1 is RLlib's V-trace
+    (with `bootstrap_fragments` only)."""
     bootstrap_fragments: bool = True
     """V-trace bootstraps from the value at the end of each rollout fragment (pong_train.learner);
     False keeps RLlib 2.60's loss, which cuts every value target off at the fragment's end."""
@@ -118,6 +126,13 @@ class TrainConfig(BaseModel):
             raise ValueError(f"a schedule is [[0, lr], [agent steps, lr], ...], steps increasing, every lr above 0; "
                              f"got {lr!r}")
         return [(int(step), float(value)) for step, value in lr]
+
+    @model_validator(mode="after")
+    def _lambda_needs_our_loss(self) -> "TrainConfig":
+        if self.vtrace_lambda != 1 and not self.bootstrap_fragments:
+            raise ValueError(f"vtrace_lambda={self.vtrace_lambda:g} needs pong-train's V-trace "
+                             f"(bootstrap_fragments true); RLlib's own loss has no lambda")
+        return self
 
     @model_validator(mode="after")
     def _minibatch_fits(self) -> "TrainConfig":

@@ -49,8 +49,9 @@ def appo_settings(c: TrainConfig) -> dict[str, Any]:
 
 
 def env_settings(env: str, c: TrainConfig) -> dict[str, Any]:
-    """The env_config every env of a run is made with: the ALE id and the frames' shape."""
-    return {"id": env, "dim": c.dim, "framestack": c.framestack, "frameskip": c.frameskip}
+    """The env_config every env of a run is made with: the ALE id, the frames' shape and the vector env's threads."""
+    return {"id": env, "dim": c.dim, "framestack": c.framestack, "frameskip": c.frameskip,
+            "emulator_threads": c.num_emulator_threads or 1}
 
 
 def env_and_module(c: TrainConfig, frames_module: type) -> tuple[str, str, Any]:
@@ -72,7 +73,7 @@ def env_and_module(c: TrainConfig, frames_module: type) -> tuple[str, str, Any]:
 
 def algorithm_config(c: TrainConfig, env: str, run: str = "IMPALA") -> Any:
     """RLlib's IMPALAConfig or APPOConfig (`run`) training on the ALE game `env` with the settings `c`, whose
-    `num_env_runners` is resolved (see cluster.fit_to_cluster)."""
+    `num_env_runners` and `num_emulator_threads` are resolved (see cluster.fit_to_cluster)."""
     from pong_train.callbacks import RunCallbacks
 
     rllib_config, learner_class, frames_module = algorithm_parts(run)
@@ -97,7 +98,7 @@ def algorithm_config(c: TrainConfig, env: str, run: str = "IMPALA") -> Any:
             num_learners=c.num_learners,
             num_gpus_per_learner=c.num_gpus_per_learner,
             learner_class=learner_class if c.bootstrap_fragments else None,
-            learner_config_dict={"normalize_advantages": c.normalize_advantages},
+            learner_config_dict={"normalize_advantages": c.normalize_advantages, "vtrace_lambda": c.vtrace_lambda},
         )
         .training(
             train_batch_size_per_learner=c.train_batch_size_per_learner,

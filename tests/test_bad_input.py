@@ -72,6 +72,8 @@ def test_article_quoted_strings_are_accepted_verbatim(storage, no_gpu):
         (["--config", '{"num_workers": -1}'], ["num_env_runners"]),
         (["--config", '{"lr": [[1000, 0.001], [0, 0.002]]}'], ["config key 'lr'", "a schedule is [[0, lr]"]),
         (["--config", '{"lr": [[0, 0.001], [1000, 0]]}'], ["config key 'lr'", "every lr above 0"]),
+        (["--config", '{"vtrace_lambda": 1.5}'], ["config key 'vtrace_lambda'", "less than or equal to 1"]),
+        (["--config", '{"vtrace_lambda": 0.9, "bootstrap_fragments": false}'], ["vtrace_lambda=0.9", "no lambda"]),
         (["--name", "a/b"], ["--name: 'a/b'", "letters, digits"]),
         (["--stop", '{"time_total_s": "soon"}'], ["--stop: threshold for 'time_total_s'", "finite number"]),
         (["--stop", '{"episode_rewrd_mean": 18}'], ["episode_rewrd_mean", "did you mean 'episode_reward_mean'"]),

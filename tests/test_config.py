@@ -255,3 +255,17 @@ def test_an_appo_setting_under_impala_is_refused_naming_its_algorithm(tmp_path):
     saved.write_text(json.dumps({"backend": "local", "run": "IMPALA", "config": {"clip_param": 0.3}}))
     with pytest.raises(UsageError, match="is an APPO setting"):
         Job.load(saved)
+
+
+@pytest.mark.parametrize("cpus, env_runners, threads", [(2, 1, 2), (16, 15, 1), (4, 3, 1), (8, 1, 2), (1, 1, 1)])
+def test_unset_emulator_threads_are_the_cpus_per_env_runner_at_most_2(cpus, env_runners, threads):
+    from pong_train.cluster import emulator_threads
+
+    assert emulator_threads(cpus, env_runners) == threads
+
+
+def test_the_emulator_threads_reach_the_vector_env():
+    config = algorithm_config(cfg.TrainConfig(num_env_runners=1, num_emulator_threads=2), "PongNoFrameskip-v4")
+    assert config.env_config["emulator_threads"] == 2
+    assert algorithm_config(cfg.TrainConfig(num_env_runners=1), "PongNoFrameskip-v4").env_config[
+        "emulator_threads"] == 1  # unresolved (no cluster): one thread, as before

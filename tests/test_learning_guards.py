@@ -56,6 +56,49 @@ def test_a_terminal_step_does_not_bootstrap():
     assert vs[:3, 0].tolist() == pytest.approx(n_step_targets(rewards, bootstrap=0.0, gamma=0.99), abs=1e-5)
 
 
+def lambda_returns(rewards: list[float], values: list[float], gamma: float, lam: float) -> list[float]:
+    """TD(lambda) returns of a chunk by their definition, G_t = r_t + gamma ((1 - lambda) V_t+1 + lambda G_t+1),
+    from the value after the chunk (`values[-1]`)."""
+    returns, following = [], values[-1]
+    for t in reversed(range(len(rewards))):
+        following = rewards[t] + gamma * ((1 - lam) * values[t + 1] + lam * following)
+        returns.append(following)
+    return returns[::-1]
+
+
+@pytest.mark.parametrize("lam", [0.95, 0.5])
+def test_vtrace_lambda_on_policy_gives_td_lambda_returns(lam):
+    rewards = [0.0, 1.0, 0.0, 0.0, -1.0, 0.0]
+    values = [0.3, -0.2, 0.5, 0.1, 0.4, -0.6, 0.7]
+    chunk = chunk_tensors(rewards, values, terminated_last=False)
+    zeros = torch.zeros_like(chunk["rewards"])
+    vs, advantages = vtrace_targets(target_logp=zeros, behaviour_logp=zeros, gamma=0.99, lambda_=lam,
+                                    clip_rho_threshold=1.0, clip_pg_rho_threshold=1.0, **chunk)
+    expected = lambda_returns(rewards, values, gamma=0.99, lam=lam)
+    assert vs[:6, 0].tolist() == pytest.approx(expected, abs=1e-5)
+    # The policy gradient's advantage: one step of reward, then the next step's lambda-return.
+    assert advantages[2, 0].item() == pytest.approx(rewards[2] + 0.99 * expected[3] - values[2], abs=1e-5)
+
+
+def test_vtrace_at_lambda_1_is_rllibs_vtrace_off_policy():
+    from ray.rllib.algorithms.impala.torch.vtrace_torch_v2 import vtrace_torch
+
+    from pong_train.learner import vtrace
+
+    generator = torch.Generator().manual_seed(0)
+    shape = (7, 3)
+    inputs = {"discounts": 0.99 * (torch.rand(shape, generator=generator) > 0.1),
+              "rewards": torch.randn(shape, generator=generator), "values": torch.randn(shape, generator=generator),
+              "bootstrap_values": torch.randn(3, generator=generator)}
+    target, behaviour = (torch.log_softmax(torch.randn(*shape, 6, generator=generator), -1)[..., 0] for _ in "ab")
+    ours = vtrace(target_logp=target, behaviour_logp=behaviour, clip_rho_threshold=1.0, clip_pg_rho_threshold=1.0,
+                  **inputs)
+    rllibs = vtrace_torch(target_action_log_probs=target, behaviour_action_log_probs=behaviour, **inputs)
+    assert torch.equal(ours[0], rllibs[0]) and torch.equal(ours[1], rllibs[1])
+    assert not torch.equal(vtrace(target_logp=target, behaviour_logp=behaviour, clip_rho_threshold=1.0,
+                                  clip_pg_rho_threshold=1.0, lambda_=0.9, **inputs)[0], rllibs[0])
+
+
 def test_rllib_stock_loss_drops_the_bootstrap_which_is_why_pong_train_replaces_it():
     """If this fails, RLlib fixed its V-trace inputs and pong_train.learner can go."""
     from ray.rllib.algorithms.impala.torch.vtrace_torch_v2 import vtrace_torch
@@ -139,11 +182,13 @@ def test_repeated_updates_on_real_frames_move_policy_and_value(run):
     assert abs(last_entropy - first_entropy) > 1e-3
 
 
-def hand_targets(batch: dict, values: torch.Tensor, gamma: float, row: int) -> tuple[torch.Tensor, torch.Tensor]:
+def hand_targets(batch: dict, values: torch.Tensor, gamma: float, row: int, lam: float = 1.0
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """On-policy V-trace targets and advantages, walked backwards over the learner's flat batch, which V-trace
     reads in rows of `row` steps (rows run on across chunk ends): each real step's reward plus the discounted
-    target of the step after it; the value of that step instead where it is the appended bootstrap step
-    (loss mask False) or starts the next row; nothing after a terminal step."""
+    lambda-mix of the value and the target of the step after it (the advantage: its target); the value of that
+    step instead where it is the appended bootstrap step (loss mask False) or starts the next row; nothing after
+    a terminal step."""
     from ray.rllib.core.columns import Columns
 
     rewards, mask = batch[Columns.REWARDS].tolist(), batch[Columns.LOSS_MASK].tolist()
@@ -154,21 +199,24 @@ def hand_targets(batch: dict, values: torch.Tensor, gamma: float, row: int) -> t
             continue
         bootstraps = not mask[i + 1] or (i + 1) % row == 0
         after = 0.0 if terminated[i] else (values[i + 1] if bootstraps else targets[i + 1])
-        targets[i] = rewards[i] + gamma * after
-        advantages[i] = targets[i] - values[i]
+        mixed = 0.0 if terminated[i] else (1 - lam) * values[i + 1] + lam * after
+        targets[i] = rewards[i] + gamma * mixed
+        advantages[i] = rewards[i] + gamma * after - values[i]
     return torch.tensor(targets), torch.tensor(advantages)
 
 
-@pytest.mark.parametrize("run, bootstraps", [("IMPALA", True), ("APPO", True), ("IMPALA", False), ("APPO", False)],
-                         ids=["IMPALA", "APPO", "IMPALA-rllib-loss", "APPO-rllib-loss"])
-def test_each_learners_loss_trains_on_bootstrapped_targets(run, bootstraps):
+@pytest.mark.parametrize("run, bootstraps, lam", [("IMPALA", True, 1.0), ("APPO", True, 1.0), ("IMPALA", False, 1.0),
+                                                ("APPO", False, 1.0), ("IMPALA", True, 0.9), ("APPO", True, 0.9)],
+                         ids=["IMPALA", "APPO", "IMPALA-rllib-loss", "APPO-rllib-loss", "IMPALA-lambda", "APPO-lambda"])
+def test_each_learners_loss_trains_on_bootstrapped_targets(run, bootstraps, lam):
     """Inside the real loss, not just the helper: on a fresh learner (behaviour, trained and APPO's target
     policy all equal, so V-trace is on-policy) the logged value loss and policy loss equal the ones made
     from hand-computed targets on real frames, rewards and chunk ends; RLlib 2.60's own learners, which drop
     the bootstrap at chunk ends, do not."""
     from ray.rllib.core.columns import Columns
 
-    config, runner, learner = learner_and_runner(vector_env=True, run=run, bootstrap_fragments=bootstraps)
+    config, runner, learner = learner_and_runner(vector_env=True, run=run, bootstrap_fragments=bootstraps,
+                                                 vtrace_lambda=lam)
     episodes = runner.sample(num_timesteps=200, random_actions=False)
     batch = learner._learner_connector(rl_module=learner.module, batch={}, episodes=episodes, shared_data={},
                                        metrics=None)["default_policy"]
@@ -178,7 +226,7 @@ def test_each_learners_loss_trains_on_bootstrapped_targets(run, bootstraps):
         fwd_out = module.forward_train(batch)
         values = module.compute_values(batch, embeddings=fwd_out.get(Columns.EMBEDDINGS))
         learner.compute_loss_for_module(module_id="default_policy", config=config, batch=batch, fwd_out=fwd_out)
-    targets, advantages = hand_targets(batch, values, config.gamma, config.get_rollout_fragment_length())
+    targets, advantages = hand_targets(batch, values, config.gamma, config.get_rollout_fragment_length(), lam)
     trained = batch[Columns.LOSS_MASK].float()
     count = trained.sum()
     assert count >= 200 and int((~batch[Columns.LOSS_MASK]).sum()) >= 3  # chunk ends of the 3 emulators

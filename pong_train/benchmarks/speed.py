@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from pong_train import atari
-from pong_train.cluster import connect
+from pong_train.cluster import connect, emulator_threads
 from pong_train.config import TrainConfig, build_config
 from pong_train.callbacks import cpu_seconds
 from pong_train.rllib_config import algorithm_config, register_envs
@@ -92,6 +92,7 @@ def emulator_limit(settings: BenchSettings) -> dict[str, float]:
 def default_config(settings: BenchSettings, num_env_runners: int, run: str = "IMPALA") -> Any:
     """(d) pong-train's default pipeline, (e) the same with --run APPO: the defaults, at the bench's size."""
     config = build_config([{"num_env_runners": num_env_runners, "num_envs_per_env_runner": settings.envs_per_runner,
+                            "num_emulator_threads": emulator_threads(settings.cores, num_env_runners),
                             "min_time_s_per_iteration": 5}], run)
     return algorithm_config(config, settings.env, run)
 
