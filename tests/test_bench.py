@@ -50,6 +50,20 @@ def test_tiny_bench_reports_every_figure_and_writes_its_files(tmp_path):
 
 
 @pytest.mark.slow
+def test_tiny_learner_bench_times_each_phase_of_both_learners(tmp_path):
+    proc = run_cli("bench", "--learner", "--tiny", "--json", "--storage-path", str(tmp_path), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    costs = json.loads(proc.stdout.strip().splitlines()[-1])["learner_ms_per_step_pass"]
+    assert set(costs) == {"IMPALA", "APPO", "IMPALA, RLlib's learner", "APPO, RLlib's learner"}
+    for run, row in costs.items():
+        # Every phase ran inside the learner's real update (a phase never called would stay at 0).
+        for phase in ("connector", "forward", "loss", "backward", "clip", "optimizer"):
+            assert row[phase] > 0, (run, phase)
+        assert row["total"] == pytest.approx(sum(v for k, v in row.items() if k != "total"))
+    assert "bookkeeping" in proc.stdout and "APPO" in proc.stdout
+
+
+@pytest.mark.slow
 def test_learning_bench_trains_each_setting_and_reports_curves_milestones_and_memory(tmp_path):
     """Two settings, one seed, a few results each (the first 10-second result alone can hold 16,000 steps, and a
     CPU share needs two): each run goes through the real command, and the report carries its curve, milestones,

@@ -19,6 +19,9 @@ import click
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON object on stdout.")
 @click.option("--learning", is_flag=True,
               help="Learning instead of speed: train each --setting for --steps agent steps, one at a time.")
+@click.option("--learner", is_flag=True,
+              help="The learner's cost instead: each phase of an update, in ms per agent step and pass, for IMPALA and "
+                   "APPO and RLlib's own learner of each, trained for --seconds each on real samples.")
 @click.option("--setting", "setting_texts", multiple=True, metavar="NAME[=JSON]",
               help="With --learning: a named setting (default, python-wrappers, rllib-loss, appo) or NAME=JSON "
                    "with config keys; repeatable [default: default and python-wrappers, the parity test].")
@@ -29,7 +32,7 @@ import click
 @click.option("--seeds", default=2, show_default=True, type=click.IntRange(min=1),
               help="With --learning: runs of each setting, seeded 1..N.")
 def bench(seconds: float, repeats: int, tiny: bool, storage_path: Path, as_json: bool, learning: bool,
-          setting_texts: tuple[str, ...], steps: int, minutes: float | None, seeds: int) -> None:
+          learner: bool, setting_texts: tuple[str, ...], steps: int, minutes: float | None, seeds: int) -> None:
     """Measure speed (the emulator limit, the sampling path, stock RLlib IMPALA, pong-train's IMPALA
     and APPO, and how busy each keeps the learner's and the env runners' cores) or, with --learning, how
     fast settings learn per agent step and per minute."""
@@ -37,6 +40,16 @@ def bench(seconds: float, repeats: int, tiny: bool, storage_path: Path, as_json:
     from pong_train.rundir import check_storage
 
     check_storage(storage_path)
+    if learner:
+        from pong_train.benchmarks import learner_cost
+
+        settings = BenchSettings(seconds=3 if tiny else seconds, repeats=1 if tiny else repeats,
+                                 envs_per_runner=4 if tiny else 64)
+        costs = learner_cost.measure(settings, say=lambda line: click.echo(line, err=True))
+        click.echo(learner_cost.table(costs))
+        if as_json:
+            click.echo(json.dumps({"learner_ms_per_step_pass": costs}))
+        return
     if learning:
         from pong_train.benchmarks import learning as learning_bench
 
