@@ -21,7 +21,7 @@ class TrainConfig(BaseModel):
     """Env runner actors sampling in parallel (the article's `num_workers`). None: one per CPU of the
     Ray cluster, minus one for the learner."""
     num_envs_per_env_runner: int = Field(default=64, ge=1)
-    """Pong emulators each env runner steps as one batch."""
+    """Pong emulators each env runner steps as one batch (under `--run APPO`: 32 unless given, `APPO_SAMPLES`)."""
     vector_env: bool = True
     """Step each env runner's emulators in ale-py's C++ vector env, preprocessing in C++ and uint8 frames
     scaled inside the network; False uses RLlib's Python Atari wrappers, one gymnasium env each."""
@@ -32,7 +32,8 @@ class TrainConfig(BaseModel):
     num_cpus_per_env_runner: float = Field(default=1, gt=0)
     """CPUs Ray reserves for each env runner."""
     rollout_fragment_length: int = Field(default=50, ge=1)
-    """Agent steps each env sends per sample (the article's `sample_batch_size`)."""
+    """Agent steps each env sends per sample (the article's `sample_batch_size`); V-trace's traces end there (under
+    `--run APPO`: 100 unless given, `APPO_SAMPLES`)."""
     train_batch_size_per_learner: int = Field(default=100, ge=1)
     """Agent steps per gradient update on each learner (the article's `train_batch_size`). What an env
     runner returns at once (its emulators x `rollout_fragment_length` steps) is trained in consecutive
@@ -170,7 +171,16 @@ APPO_DEFAULTS: dict[str, Any] = {
 }
 """APPO's settings under `--run APPO` when none is given: RLlib 2.60's APPO defaults, but one pass per batch."""
 
-ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {"IMPALA": {}, "APPO": APPO_DEFAULTS}
+APPO_SAMPLES: dict[str, Any] = {
+    # Samples of 3,200 agent steps, as 64 x 50 gives, so the same lag in updates, and V-trace's traces twice as
+    # long: on two seeds APPO crossed 0 by 1.77 M agent steps, every 64 x 50 run at 2.04 M or later
+    # (docs/learning.md, sections 20 and 24).
+    "num_envs_per_env_runner": 32,
+    "rollout_fragment_length": 100,
+}
+"""APPO's sample shape under `--run APPO` when none is given; IMPALA keeps TrainConfig's 64 emulators x 50 steps."""
+
+ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {"IMPALA": {}, "APPO": {**APPO_DEFAULTS, **APPO_SAMPLES}}
 """The first layer of every config: each algorithm's own defaults, beneath presets, files and --config."""
 
 

@@ -1,4 +1,4 @@
-"""IMPALA's and APPO's learners with V-trace bootstrapping at fragment ends restored.
+"""IMPALA's and APPO's learners with V-trace bootstrapping at fragment ends restored (and torch's fused Adam).
 
 RLlib 2.60 appends one artificial timestep to every episode chunk (value of the chunk's last
 observation, `loss_mask` False) and gates the discount to 0 there. V-trace then sees that step as a
@@ -145,11 +145,11 @@ class Chunks:
 
 
 class FusedAdam:
-    """RLlib's optimizer (Adam at the config's lr or lr schedule) as torch's fused kernel: the same update rule,
-    in about a fifth of the CPU time of the per-tensor loop RLlib gets on a CPU (`pong-train bench --learner`)."""
+    """RLlib's optimizer (Adam at the config's lr or lr schedule) as torch's fused kernel: the same update rule; the
+    optimizer phase about a third cheaper than the per-tensor loop RLlib gets on a CPU (`pong-train bench --learner`)."""
 
     def configure_optimizers_for_module(self, module_id: str, config: Any = None) -> None:
-        params = self.get_parameters(self._module[module_id])  # type: ignore[attr-defined]
+        params = self.get_parameters(self.module[module_id])  # type: ignore[attr-defined]
         self.register_optimizer(  # type: ignore[attr-defined]
             module_id=module_id, optimizer=torch.optim.Adam(params, fused=True), params=params,
             lr_or_lr_schedule=config.lr)

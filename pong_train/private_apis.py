@@ -94,6 +94,12 @@ PRIVATE_APIS = (
     PrivateUse("ray.tune", "Tuner.restore._resume_config", "training.py",
                "--resume continues every trial, finished ones included (a run that met its stop and is given more); "
                "restore's public resume_* flags cannot resume a finished trial"),
+    PrivateUse("ray.rllib.core.learner.learner_group", "LearnerGroup._learner", "benchmarks/learner_cost.py",
+               "the algorithm's local learner (num_learners 0), whose update the learner bench times phase by phase; "
+               "LearnerGroup hands it out by no public name"),
+    PrivateUse("ray.rllib.core.learner.learner", "Learner._learner_connector", "benchmarks/learner_cost.py",
+               "the learner's connector pipeline (episodes to a train batch), timed as one phase of the update; "
+               "Learner calls it under this name only"),
     PrivateUse("torch.jit", "save._extra_files", "export.py",
                "the TorchScript file's own place for metadata (the policy card), named with an underscore by torch"),
 )

@@ -73,20 +73,22 @@ class PhaseClock:
                     setattr(owners[phase], name, originals[phase])
 
 
-def learner_cost(run: str, env: str, num_envs: int, seconds: float, overrides: dict[str, Any] | None = None
+def learner_cost(run: str, env: str, num_envs: int | None, seconds: float, overrides: dict[str, Any] | None = None
                  ) -> dict[str, float]:
     """Milliseconds per agent step and pass of each phase of `run`'s learner under today's defaults (changed
-    by `overrides`), trained for about `seconds` on one sample of `num_envs` emulators' fragments."""
+    by `overrides`), trained for about `seconds` on one sample of `num_envs` emulators' fragments (None: the
+    algorithm's default sample)."""
     import torch
     from ray.rllib.core.learner.training_data import TrainingData
     from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 
-    config = build_config([{"num_env_runners": 0, "num_envs_per_env_runner": num_envs, **(overrides or {})}], run)
+    emulators = {} if num_envs is None else {"num_envs_per_env_runner": num_envs}
+    config = build_config([{"num_env_runners": 0, **emulators, **(overrides or {})}], run)
     algo = algorithm_config(config, env, run).build_algo()
     try:
         torch.set_num_threads(1)  # as in a run (pong_train.callbacks)
         learner = algo.learner_group._learner
-        episodes = algo.env_runner.sample(num_timesteps=num_envs * config.rollout_fragment_length)
+        episodes = algo.env_runner.sample(num_timesteps=config.num_envs_per_env_runner * config.rollout_fragment_length)
         steps = sum(len(episode) for episode in episodes)
 
         def update() -> None:
@@ -110,15 +112,16 @@ def learner_cost(run: str, env: str, num_envs: int, seconds: float, overrides: d
     return costs
 
 
-def measure(settings: BenchSettings, say: Callable[[str], None] = print) -> dict[str, dict[str, float]]:
-    """Each of `LEARNERS`' `learner_cost`, measured `settings.repeats` times interleaved; the medians."""
+def measure(settings: BenchSettings, num_envs: int | None = None, say: Callable[[str], None] = print
+            ) -> dict[str, dict[str, float]]:
+    """Each of `LEARNERS`' `learner_cost` on samples of `num_envs` emulators (None: each algorithm's default),
+    measured `settings.repeats` times interleaved; the medians."""
     measured: dict[str, list[dict[str, float]]] = {name: [] for name in LEARNERS}
     with embedded_cluster(settings):
         for repeat in range(settings.repeats):
             say(f"repeat {repeat + 1}/{settings.repeats}")
             for name, (run, overrides) in LEARNERS.items():
-                measured[name].append(learner_cost(run, settings.env, settings.envs_per_runner, settings.seconds,
-                                                   overrides))
+                measured[name].append(learner_cost(run, settings.env, num_envs, settings.seconds, overrides))
                 say(f"  {name:<26} {measured[name][-1]['total']:.3f} ms per agent step and pass")
     return {name: median_of(rows) for name, rows in measured.items()}
 

@@ -32,7 +32,8 @@ class BenchSettings:
     """Times each measurement is repeated; medians are reported."""
     cores: int = os.cpu_count() or 1
     env: str = "PongNoFrameskip-v4"
-    envs_per_runner: int = 64
+    envs_per_runner: int | None = None
+    """Emulators per env runner; None: each algorithm's default."""
 
 
 @contextlib.contextmanager
@@ -91,7 +92,8 @@ def emulator_limit(settings: BenchSettings) -> dict[str, float]:
 
 def default_config(settings: BenchSettings, num_env_runners: int, run: str = "IMPALA") -> Any:
     """(d) pong-train's default pipeline, (e) the same with --run APPO: the defaults, at the bench's size."""
-    config = build_config([{"num_env_runners": num_env_runners, "num_envs_per_env_runner": settings.envs_per_runner,
+    emulators = {} if settings.envs_per_runner is None else {"num_envs_per_env_runner": settings.envs_per_runner}
+    config = build_config([{"num_env_runners": num_env_runners, **emulators,
                             "num_emulator_threads": emulator_threads(settings.cores, num_env_runners),
                             "min_time_s_per_iteration": 5}], run)
     return algorithm_config(config, settings.env, run)
@@ -105,7 +107,7 @@ def sampling_path(settings: BenchSettings) -> dict[str, float]:
         config = default_config(settings, settings.cores)
         runner_cls = ray.remote(num_cpus=1)(SingleAgentEnvRunner)
         runners = [runner_cls.remote(config=config, worker_index=i + 1) for i in range(settings.cores)]
-        chunk = settings.envs_per_runner * 50
+        chunk = config.num_envs_per_env_runner * config.rollout_fragment_length
         ray.get([r.sample.remote(num_timesteps=chunk) for r in runners])  # warm-up
         steps, started = 0, time.perf_counter()
         while time.perf_counter() - started < max(2.0, settings.seconds / 3):

@@ -43,9 +43,9 @@ def bench(seconds: float, repeats: int, tiny: bool, storage_path: Path, as_json:
     if learner:
         from pong_train.benchmarks import learner_cost
 
-        settings = BenchSettings(seconds=3 if tiny else seconds, repeats=1 if tiny else repeats,
-                                 envs_per_runner=4 if tiny else 64)
-        costs = learner_cost.measure(settings, say=lambda line: click.echo(line, err=True))
+        settings = BenchSettings(seconds=3 if tiny else seconds, repeats=1 if tiny else repeats)
+        costs = learner_cost.measure(settings, num_envs=4 if tiny else None,
+                                     say=lambda line: click.echo(line, err=True))
         click.echo(learner_cost.table(costs))
         if as_json:
             click.echo(json.dumps({"learner_ms_per_step_pass": costs}))
